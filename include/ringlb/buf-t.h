@@ -1,0 +1,68 @@
+/* Receive buffers (an io_uring provided-buffer ring), the spans received into
+ * them, and the per-connection send queues that gather slices of them. */
+#ifndef RINGLB_BUF_T_H
+#define RINGLB_BUF_T_H
+
+#include <ringlb/api.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#define RLB_BUF_NONE (-1)
+#define RLB_BUF_GROUP 0
+
+/* A span received into buffer <bid>. One per ring buffer, indexed by bid:
+ * a recv fills exactly one buffer, so the buffer id is also the node id of
+ * the connection input queue it is linked into. */
+struct rlb_seg {
+    uint32_t off;
+    uint32_t len;
+    int32_t next; /* next bid in the same input queue, RLB_BUF_NONE at the tail */
+};
+
+struct rlb_bufs {
+    struct io_uring_buf_ring *ring; /* shared with the kernel */
+    char *mem;                      /* count * size bytes, the ring buffers */
+    uint32_t count;
+    uint32_t size;
+    uint32_t mask;
+    uint32_t in_ring;      /* buffers the kernel may fill right now */
+    uint32_t pending_adds; /* returned since the last io_uring_buf_ring_advance */
+    uint16_t *refs;        /* per id: ring ids [0,count), linear ids [count,count+linear_cap) */
+    struct rlb_seg *segs;  /* per id, ring and linear */
+
+    /* Linear buffers hold a message head that arrived in several receives,
+     * so the parser can still work in place on contiguous bytes. */
+    char **linear;
+    uint32_t linear_cap;
+    uint32_t linear_size;
+    int32_t *linear_next_free;
+    int32_t linear_free;
+    size_t ring_bytes; /* mapping size of <ring> */
+};
+
+#define RLB_OUTQ_PIECES 64
+#define RLB_OUTQ_ARENA 768
+
+/* Bytes waiting to be sent on one socket: slices of receive buffers (each
+ * holding a reference), static strings, or small generated strings in the
+ * arena. At most one send is in flight per queue, covering pieces
+ * [head, head + inflight). */
+struct rlb_outq {
+    struct iovec iov[RLB_OUTQ_PIECES];
+    int32_t bid[RLB_OUTQ_PIECES];
+    uint16_t head;
+    uint16_t tail;
+    uint16_t inflight;
+    uint32_t arena_used;
+    uint64_t queued_bytes;
+    struct msghdr msg;
+    struct rlb_outq *next_free;
+    char arena[RLB_OUTQ_ARENA];
+};
+
+struct rlb_outq_pool {
+    struct rlb_outq *free;
+    uint32_t allocated;
+};
+
+#endif

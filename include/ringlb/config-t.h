@@ -1,0 +1,130 @@
+/* The configuration snapshot: built once (file, one-line flags or the demo),
+ * validated, then immutable and shared read-only by every worker. */
+#ifndef RINGLB_CONFIG_T_H
+#define RINGLB_CONFIG_T_H
+
+#include <ringlb/api.h>
+#include <ringlb/http1-t.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#define RLB_CONFIG_MAX_CPUS 1024
+#define RLB_CONFIG_ERR_MAX 512
+
+enum rlb_balance {
+    RLB_BALANCE_WRR = 0, /* smooth weighted round-robin */
+};
+
+enum rlb_server_header_mode {
+    RLB_SERVER_PASS = 0, /* forward the backend's Server header */
+    RLB_SERVER_HIDE,     /* drop it */
+    RLB_SERVER_REPLACE,  /* drop it and send server_value instead */
+};
+
+/* Where a value was written in the configuration file, 1-based; line 0 when it did not come from a file
+ * (defaults, one-line mode). Kept in the snapshot so that checks run after parsing can still point at
+ * the offending text. */
+struct rlb_config_mark {
+    uint32_t line;
+    uint32_t column;
+};
+
+struct rlb_sockaddr {
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char text[64]; /* "127.0.0.1:9001" or "[::1]:9001", for logs */
+};
+
+struct rlb_backend_cfg {
+    struct rlb_sockaddr addr;
+    uint32_t weight; /* 1..1000, default 1 */
+    struct rlb_config_mark mark, weight_mark;
+};
+
+struct rlb_pool_cfg {
+    char *name;
+    enum rlb_balance balance;
+    struct rlb_backend_cfg *backends;
+    uint32_t num_backends;
+    uint32_t keepalive_max_idle;      /* idle upstream connections kept per backend per worker; 0 disables reuse */
+    uint32_t keepalive_idle_timeout_ms;
+    struct rlb_config_mark mark, name_mark;
+};
+
+struct rlb_route_cfg {
+    char *path_prefix;   /* "/" matches everything */
+    uint32_t path_prefix_len;
+    uint32_t pool;       /* index into config->pools */
+    char *set_host;      /* Host sent upstream; NULL keeps the client's */
+    enum rlb_server_header_mode server_mode;
+    char *server_value;  /* for RLB_SERVER_REPLACE */
+    bool hide_powered_by;
+    char *pool_name;     /* as written; validation resolves it into <pool> (NULL: <pool> is already set) */
+    struct rlb_config_mark mark, path_mark, pool_mark, set_host_mark, server_mark, server_value_mark;
+};
+
+struct rlb_vhost_cfg {
+    char **hosts;        /* lower case: "shop.example.com", "*.example.com", or "*" (any) */
+    uint32_t num_hosts;
+    uint64_t listener_mask; /* bit i set: attached to listeners[i] (all when unspecified) */
+    struct rlb_route_cfg *routes; /* sorted longest prefix first */
+    uint32_t num_routes;
+    struct rlb_config_mark *host_marks;  /* parallel to hosts; may be NULL */
+    char **listener_names;               /* as written; validation turns them into listener_mask */
+    struct rlb_config_mark *listener_marks; /* parallel to listener_names; may be NULL */
+    uint32_t num_listener_names;
+    struct rlb_config_mark mark;
+};
+
+struct rlb_listener_cfg {
+    char *name;
+    struct rlb_sockaddr addr;
+    uint32_t backlog; /* default 4096 */
+    struct rlb_config_mark mark, name_mark;
+};
+
+struct rlb_timeouts_cfg {     /* all in milliseconds */
+    uint32_t client_header;    /* whole request head must arrive within this; default 10000 */
+    uint32_t client_keepalive; /* idle keep-alive client connection; default 60000 */
+    uint32_t upstream_connect; /* default 3000 */
+    uint32_t upstream_response;/* request sent -> response head; default 60000 */
+    uint32_t body_idle;        /* no body progress in either direction; default 60000 */
+    uint32_t drain;            /* graceful stop: requests in flight get this long; default 10000 */
+};
+
+struct rlb_buffers_cfg {
+    uint32_t count; /* provided buffers per worker, power of two; default 1024 */
+    uint32_t size;  /* bytes per buffer, power of two, 4096..65536; default 16384 */
+};
+
+struct rlb_config {
+    char *source;              /* file name, "<command line>" or "<demo>" */
+    uint32_t workers;          /* resolved count; 0 means auto (one per CPU in the affinity mask) */
+    int32_t *cpus;             /* worker i is pinned to cpus[i % num_cpus]; NULL: no pinning */
+    uint32_t num_cpus;
+    struct rlb_http_limits limits; /* defaults 8192 / 65536 / 100 */
+    struct rlb_timeouts_cfg timeouts;
+    struct rlb_buffers_cfg buffers;
+    uint32_t max_connections;  /* per worker, client + upstream slots; default 16384 */
+    char *via_name;            /* pseudonym in Via; default "ringlb" */
+    struct rlb_listener_cfg *listeners;
+    uint32_t num_listeners;    /* 1..64 */
+    struct rlb_pool_cfg *pools;
+    uint32_t num_pools;
+    struct rlb_vhost_cfg *vhosts; /* exact hosts first, then wildcards, then "*" */
+    uint32_t num_vhosts;
+    struct {                   /* where top-level values were written, for messages */
+        struct rlb_config_mark workers, via, max_connections, max_request_line, max_header_size, max_headers,
+            buffers_count, buffers_size, listeners, pools, vhosts;
+    } marks;
+};
+
+/* One-line mode (ringlb --listen A --backend B ...). */
+struct rlb_oneline_args {
+    const char *listen;
+    const char **backends; /* "host:port" or "host:port@weight" */
+    uint32_t num_backends;
+    uint32_t workers;      /* 0: auto */
+};
+
+#endif

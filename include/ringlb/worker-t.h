@@ -1,0 +1,203 @@
+/* Per-worker state: the connection slot table, transactions, upstream pools.
+ * Everything here belongs to one thread; only <stop> is written by another. */
+#ifndef RINGLB_WORKER_T_H
+#define RINGLB_WORKER_T_H
+
+#include <liburing.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include <ringlb/buf-t.h>
+#include <ringlb/config-t.h>
+#include <ringlb/http1-t.h>
+#include <ringlb/lb-t.h>
+#include <ringlb/timer-t.h>
+
+enum rlb_conn_kind {
+    RLB_CONN_FREE = 0,
+    RLB_CONN_CLIENT,
+    RLB_CONN_UPSTREAM,
+};
+
+enum rlb_client_state {
+    RLB_CS_HEAD = 0,  /* reading a request head; idle keep-alive when nothing is buffered */
+    RLB_CS_REQ_BODY,  /* relaying the request body upstream */
+    RLB_CS_WAIT,      /* request relayed, the response is still on its way */
+    RLB_CS_TUNNEL,    /* after 101 Switching Protocols: bytes both ways */
+    RLB_CS_LINGER,    /* response sent, write side shut, discarding input until EOF */
+    RLB_CS_CLOSING,
+};
+
+enum rlb_upstream_state {
+    RLB_US_CONNECTING = 0,
+    RLB_US_ACTIVE,    /* carrying one transaction */
+    RLB_US_IDLE,      /* in its backend's idle pool */
+    RLB_US_TUNNEL,
+    RLB_US_CLOSING,
+};
+
+/* Connection flags */
+#define RLB_CF_RECV_ARMED 0x0001     /* a multishot recv is posted */
+#define RLB_CF_RECV_CANCELING 0x0002 /* its cancellation is on the way */
+#define RLB_CF_SEND_INFLIGHT 0x0004
+#define RLB_CF_CLOSE_AFTER_SEND 0x0008 /* close gracefully once the send queue drains */
+#define RLB_CF_REUSED 0x0010         /* upstream: taken from the idle pool */
+#define RLB_CF_EOF 0x0020            /* the peer finished sending */
+#define RLB_CF_STARVED 0x0040        /* recv ended with ENOBUFS; re-armed when buffers return */
+#define RLB_CF_ABORT 0x0080          /* closing without a graceful shutdown */
+#define RLB_CF_NODELAY_SET 0x0100
+
+enum rlb_resp_state {
+    RLB_RS_HEAD = 0,
+    RLB_RS_BODY,
+    RLB_RS_DONE,
+};
+
+/* Transaction flags */
+#define RLB_TF_CLIENT_CLOSE 0x0001   /* close the client connection after this response */
+#define RLB_TF_REQ_DONE 0x0002       /* request fully handed to the upstream queue */
+#define RLB_TF_RESP_STARTED 0x0004   /* response bytes were queued to the client: no more retries */
+#define RLB_TF_UPGRADE 0x0008        /* the client asked to switch protocols */
+#define RLB_TF_RECHUNK 0x0010        /* response body re-framed as chunked for the client */
+#define RLB_TF_REPLAYABLE 0x0020     /* idempotent without body: may be sent again on a fresh connection */
+#define RLB_TF_CLIENT_HTTP10 0x0040
+#define RLB_TF_UPSTREAM_CLOSE 0x0080 /* the upstream connection cannot be reused */
+
+#define RLB_TXN_MAX_TRIES 8
+
+struct rlb_txn {
+    const struct rlb_route_cfg *route;
+    uint32_t pool;
+    int32_t backend;
+    uint16_t flags;
+    uint8_t method;
+    uint8_t tries;
+    int32_t tried[RLB_TXN_MAX_TRIES]; /* backends already tried by this request */
+    uint8_t connect_failures;
+
+    uint8_t req_body;            /* enum rlb_body_kind */
+    uint64_t req_remaining;
+    struct rlb_chunked_decoder req_chunked;
+
+    uint8_t resp_state;
+    uint8_t resp_body;
+    uint16_t status;
+    uint64_t resp_remaining;
+    struct rlb_chunked_decoder resp_chunked;
+
+    /* The request head kept for a replay on a fresh connection (reference held). */
+    int32_t replay_bid;
+    const char *replay_head;
+    uint32_t replay_len;
+
+    struct rlb_txn *next_free;
+};
+
+struct rlb_conn {
+    uint32_t gen;       /* bumped when the slot is freed: stale completions are recognised */
+    uint8_t kind;       /* enum rlb_conn_kind */
+    uint8_t state;      /* enum rlb_client_state or rlb_upstream_state */
+    uint16_t flags;     /* RLB_CF_* */
+    int fd;
+    uint32_t peer;      /* paired connection slot, RLB_SLOT_NONE when alone */
+    uint16_t ops;       /* operations posted and not yet finished */
+    uint8_t listener;   /* client: which listener accepted it */
+    uint8_t _pad;
+
+    /* Received spans not consumed yet: a list of buffer ids (ring buffers,
+     * or one linear buffer at the front holding a head that arrived in parts). */
+    int32_t inq_head;
+    int32_t inq_tail;
+    uint32_t inq_bytes;
+    uint8_t ip_len;
+    char ip[47];        /* client: peer address as text, filled on the first request */
+
+    struct rlb_outq *outq; /* owned; from the worker's pool while bytes wait */
+    struct rlb_txn *txn;   /* client: the request being served */
+
+    struct rlb_timer_node timer;
+
+    /* upstream only */
+    uint16_t pool;
+    uint16_t backend;
+    uint32_t idle_prev;
+    uint32_t idle_next;
+};
+
+struct rlb_backend_state {
+    uint32_t idle_head; /* most recently used first: warm connections stay warm */
+    uint32_t idle_count;
+};
+
+struct rlb_pool_state {
+    struct rlb_lb_state lb;
+    struct rlb_backend_state *backends;
+};
+
+struct rlb_worker_stats {
+    uint64_t accepted;
+    uint64_t requests;
+    uint64_t responses[6]; /* by class: [1]=1xx .. [5]=5xx, [0]=other */
+    uint64_t parse_errors;
+    uint64_t upstream_connects;
+    uint64_t upstream_connect_failures;
+    uint64_t upstream_reused;
+    uint64_t upstream_retries;
+    uint64_t enobufs;
+    uint64_t timeouts;
+    uint64_t submits;       /* io_uring_enter calls that submitted */
+    uint64_t bytes_copied;  /* user-space copies (heads spanning receives) */
+};
+
+struct rlb_listener_sock {
+    int fd;
+    bool accepting;
+};
+
+struct rlb_worker {
+    uint32_t id;
+    int cpu;                           /* -1: not pinned */
+    pthread_t thread;
+    const struct rlb_config *cfg;
+    struct io_uring ring;
+    bool ring_ready;
+    unsigned ring_flags;               /* IORING_SETUP_* actually in use */
+    struct rlb_bufs bufs;
+    struct rlb_outq_pool outqs;
+    struct rlb_txn *txn_free;
+    struct rlb_timers timers;
+
+    struct rlb_conn *conns;
+    uint32_t num_conns;
+    uint32_t free_head;                /* free slot list, linked through peer */
+    uint32_t live_clients;
+    uint32_t live_conns;
+
+    struct rlb_listener_sock listeners[64];
+    struct rlb_pool_state *pools;
+
+    struct rlb_http_header *hdr_scratch; /* parse output, valid during one parse */
+    uint32_t hdr_capacity;
+    char via_line[96];                 /* "Via: 1.1 <name>\r\n" */
+    uint32_t via_len;
+
+    /* Connections whose recv ended for lack of buffers, re-armed when
+     * buffers come back (slot, generation pairs). */
+    uint64_t *starved;
+    uint32_t num_starved;
+
+    int wake_fd;                       /* eventfd the main thread writes to stop us */
+    uint64_t wake_buf;
+    atomic_bool stop;
+    bool draining;
+    uint64_t drain_deadline_ms;
+
+    /* Set once during start-up, read by the main thread after a barrier. */
+    int start_error;                   /* 0 or -errno */
+    char start_msg[256];
+
+    struct rlb_worker_stats stats;
+} RLB_ALIGNED;
+
+#endif

@@ -1,0 +1,264 @@
+#include <ringlb/buf.h>
+#include <ringlb/conn.h>
+#include <ringlb/log.h>
+#include <ringlb/ring.h>
+#include <ringlb/timer.h>
+
+#include <errno.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+int rlb_conns_init(struct rlb_worker *w, uint32_t count)
+{
+    if (count > RLB_MAX_SLOTS)
+        count = RLB_MAX_SLOTS;
+    w->conns = aligned_alloc(RLB_CACHELINE, ((sizeof(struct rlb_conn) * count) + RLB_CACHELINE - 1) &
+                                                ~(size_t)(RLB_CACHELINE - 1));
+    if (!w->conns)
+        return -ENOMEM;
+    memset(w->conns, 0, sizeof(struct rlb_conn) * count);
+    w->num_conns = count;
+    for (uint32_t i = 0; i < count; i++) {
+        w->conns[i].fd = -1;
+        w->conns[i].peer = i + 1 < count ? i + 1 : RLB_SLOT_NONE;
+        w->conns[i].timer.prev = w->conns[i].timer.next = RLB_SLOT_NONE;
+    }
+    w->free_head = 0;
+    return 0;
+}
+
+void rlb_conns_destroy(struct rlb_worker *w)
+{
+    free(w->conns);
+    w->conns = NULL;
+}
+
+struct rlb_conn *rlb_conn_alloc(struct rlb_worker *w, enum rlb_conn_kind kind, int fd)
+{
+    uint32_t s = w->free_head;
+    if (s == RLB_SLOT_NONE)
+        return NULL;
+    struct rlb_conn *c = &w->conns[s];
+    w->free_head = c->peer;
+    uint32_t gen = c->gen;
+    memset(c, 0, sizeof(*c));
+    c->gen = gen;
+    c->kind = (uint8_t)kind;
+    c->fd = fd;
+    c->peer = RLB_SLOT_NONE;
+    c->inq_head = c->inq_tail = RLB_BUF_NONE;
+    c->timer.prev = c->timer.next = RLB_SLOT_NONE;
+    c->idle_prev = c->idle_next = RLB_SLOT_NONE;
+    w->live_conns++;
+    if (kind == RLB_CONN_CLIENT)
+        w->live_clients++;
+    return c;
+}
+
+void rlb_conn_set_nodelay(struct rlb_conn *c)
+{
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->flags |= RLB_CF_NODELAY_SET;
+}
+
+void rlb_conn_arm_recv(struct rlb_worker *w, struct rlb_conn *c)
+{
+    if (c->flags & (RLB_CF_RECV_ARMED | RLB_CF_EOF))
+        return;
+    if (c->state == RLB_CS_CLOSING && c->kind == RLB_CONN_CLIENT)
+        return;
+    if (c->kind == RLB_CONN_UPSTREAM && c->state == RLB_US_CLOSING)
+        return;
+    struct io_uring_sqe *sqe = rlb_ring_sqe(&w->ring, &w->stats.submits);
+    /* Multishot with a provided buffer: no buffer is tied to the connection
+     * until bytes actually arrive, so idle connections cost no buffer memory. */
+    io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = RLB_BUF_GROUP;
+    io_uring_sqe_set_data64(sqe, rlb_ud(RLB_OP_RECV, rlb_conn_slot(w, c), c->gen));
+    c->flags |= RLB_CF_RECV_ARMED;
+    c->flags &= (uint16_t)~(RLB_CF_RECV_CANCELING | RLB_CF_STARVED);
+    c->ops++;
+}
+
+void rlb_conn_pause_recv(struct rlb_worker *w, struct rlb_conn *c)
+{
+    if (!(c->flags & RLB_CF_RECV_ARMED) || (c->flags & RLB_CF_RECV_CANCELING))
+        return;
+    struct io_uring_sqe *sqe = rlb_ring_sqe(&w->ring, &w->stats.submits);
+    io_uring_prep_cancel64(sqe, rlb_ud(RLB_OP_RECV, rlb_conn_slot(w, c), c->gen), 0);
+    io_uring_sqe_set_data64(sqe, rlb_ud(RLB_OP_CANCEL, rlb_conn_slot(w, c), c->gen));
+    c->flags |= RLB_CF_RECV_CANCELING;
+}
+
+void rlb_conn_cancel_connect(struct rlb_worker *w, struct rlb_conn *c)
+{
+    struct io_uring_sqe *sqe = rlb_ring_sqe(&w->ring, &w->stats.submits);
+    io_uring_prep_cancel64(sqe, rlb_ud(RLB_OP_CONNECT, rlb_conn_slot(w, c), c->gen), 0);
+    io_uring_sqe_set_data64(sqe, rlb_ud(RLB_OP_CANCEL, rlb_conn_slot(w, c), c->gen));
+}
+
+void rlb_conn_inq_append(struct rlb_worker *w, struct rlb_conn *c, int32_t id)
+{
+    struct rlb_seg *seg = &w->bufs.segs[id];
+    seg->next = RLB_BUF_NONE;
+    if (c->inq_tail == RLB_BUF_NONE)
+        c->inq_head = id;
+    else
+        w->bufs.segs[c->inq_tail].next = id;
+    c->inq_tail = id;
+    c->inq_bytes += seg->len;
+}
+
+void rlb_conn_inq_consume(struct rlb_worker *w, struct rlb_conn *c, uint32_t n)
+{
+    while (n) {
+        int32_t id = c->inq_head;
+        RLB_BUG_ON(id == RLB_BUF_NONE);
+        struct rlb_seg *seg = &w->bufs.segs[id];
+        uint32_t take = n < seg->len ? n : seg->len;
+        seg->off += take;
+        seg->len -= take;
+        c->inq_bytes -= take;
+        n -= take;
+        if (seg->len == 0) {
+            c->inq_head = seg->next;
+            if (c->inq_head == RLB_BUF_NONE)
+                c->inq_tail = RLB_BUF_NONE;
+            rlb_buf_unref(&w->bufs, id);
+        }
+    }
+}
+
+void rlb_conn_inq_clear(struct rlb_worker *w, struct rlb_conn *c)
+{
+    while (c->inq_head != RLB_BUF_NONE) {
+        int32_t id = c->inq_head;
+        c->inq_head = w->bufs.segs[id].next;
+        rlb_buf_unref(&w->bufs, id);
+    }
+    c->inq_tail = RLB_BUF_NONE;
+    c->inq_bytes = 0;
+}
+
+int rlb_conn_inq_linearize(struct rlb_worker *w, struct rlb_conn *c)
+{
+    struct rlb_bufs *b = &w->bufs;
+    int32_t first = c->inq_head;
+    if (first == RLB_BUF_NONE || b->segs[first].next == RLB_BUF_NONE)
+        return 0;
+    int32_t second = b->segs[first].next;
+    if (b->segs[first].len + b->segs[second].len > b->linear_size)
+        return -1;
+    /* Copying is the exception: only heads that arrive in pieces pay it,
+     * and only up to the next piece, never the body behind the head. */
+    int32_t lin = first;
+    if ((uint32_t)first < b->count) {
+        lin = rlb_linear_alloc(b);
+        if (lin == RLB_BUF_NONE)
+            return -1;
+        memcpy(rlb_buf_ptr(b, lin), rlb_buf_ptr(b, first) + b->segs[first].off, b->segs[first].len);
+        w->stats.bytes_copied += b->segs[first].len;
+        b->segs[lin].len = b->segs[first].len;
+        rlb_buf_unref(b, first);
+        c->inq_head = lin;
+    } else if (b->segs[first].off) {
+        char *p = rlb_buf_ptr(b, first);
+        memmove(p, p + b->segs[first].off, b->segs[first].len);
+        b->segs[first].off = 0;
+    }
+    struct rlb_seg *ls = &b->segs[lin];
+    struct rlb_seg *ss = &b->segs[second];
+    memcpy(rlb_buf_ptr(b, lin) + ls->len, rlb_buf_ptr(b, second) + ss->off, ss->len);
+    w->stats.bytes_copied += ss->len;
+    ls->len += ss->len;
+    ls->next = ss->next;
+    if (c->inq_tail == second)
+        c->inq_tail = lin;
+    rlb_buf_unref(b, second);
+    return 0;
+}
+
+struct rlb_outq *rlb_conn_outq(struct rlb_worker *w, struct rlb_conn *c)
+{
+    if (!c->outq)
+        c->outq = rlb_outq_get(&w->outqs);
+    return c->outq;
+}
+
+void rlb_conn_flush(struct rlb_worker *w, struct rlb_conn *c)
+{
+    struct rlb_outq *q = c->outq;
+    if (!q || (c->flags & RLB_CF_SEND_INFLIGHT) || rlb_outq_pending(q) == 0)
+        return;
+    if (c->kind == RLB_CONN_UPSTREAM && c->state == RLB_US_CONNECTING)
+        return;
+    uint32_t n = rlb_outq_prepare_send(q, RLB_OUTQ_PIECES);
+    struct io_uring_sqe *sqe = rlb_ring_sqe(&w->ring, &w->stats.submits);
+    if (n == 1)
+        io_uring_prep_send(sqe, c->fd, q->iov[q->head].iov_base, q->iov[q->head].iov_len, MSG_NOSIGNAL);
+    else
+        io_uring_prep_sendmsg(sqe, c->fd, &q->msg, MSG_NOSIGNAL);
+    io_uring_sqe_set_data64(sqe, rlb_ud(RLB_OP_SEND, rlb_conn_slot(w, c), c->gen));
+    c->flags |= RLB_CF_SEND_INFLIGHT;
+    c->ops++;
+}
+
+static bool is_closing(const struct rlb_conn *c)
+{
+    return c->kind == RLB_CONN_CLIENT ? c->state == RLB_CS_CLOSING : c->state == RLB_US_CLOSING;
+}
+
+void rlb_conn_close(struct rlb_worker *w, struct rlb_conn *c, bool abort)
+{
+    if (is_closing(c))
+        return;
+    if (abort)
+        c->flags |= RLB_CF_ABORT;
+    c->state = c->kind == RLB_CONN_CLIENT ? RLB_CS_CLOSING : RLB_US_CLOSING;
+    rlb_timer_cancel(&w->timers, w->conns, rlb_conn_slot(w, c));
+    rlb_conn_inq_clear(w, c);
+    if (abort) {
+        /* A reset rather than a FIN: the peer must not mistake a truncated
+         * message for a complete one. */
+        struct linger lg = {1, 0};
+        setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    }
+    if (c->outq && !(c->flags & RLB_CF_SEND_INFLIGHT)) {
+        rlb_outq_discard(c->outq, &w->bufs);
+        rlb_outq_put(&w->outqs, c->outq);
+        c->outq = NULL;
+    }
+    if (c->flags & RLB_CF_RECV_ARMED)
+        rlb_conn_pause_recv(w, c);
+    /* Waking the posted operations: shutdown makes the recv and send finish. */
+    if (c->flags & (RLB_CF_RECV_ARMED | RLB_CF_SEND_INFLIGHT))
+        shutdown(c->fd, SHUT_RDWR);
+    rlb_conn_try_free(w, c);
+}
+
+void rlb_conn_try_free(struct rlb_worker *w, struct rlb_conn *c)
+{
+    if (!is_closing(c) || c->ops)
+        return;
+    if (c->outq) {
+        rlb_outq_discard(c->outq, &w->bufs);
+        rlb_outq_put(&w->outqs, c->outq);
+        c->outq = NULL;
+    }
+    rlb_conn_inq_clear(w, c);
+    close(c->fd);
+    c->fd = -1;
+    if (c->kind == RLB_CONN_CLIENT)
+        w->live_clients--;
+    w->live_conns--;
+    c->kind = RLB_CONN_FREE;
+    c->gen++;
+    uint32_t s = rlb_conn_slot(w, c);
+    c->peer = w->free_head;
+    w->free_head = s;
+}

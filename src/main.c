@@ -1,0 +1,191 @@
+/* ringlb: command line, configuration, then the server. */
+#include <ringlb/config.h>
+#include <ringlb/demo.h>
+#include <ringlb/log.h>
+#include <ringlb/server.h>
+#include <ringlb/tls.h>
+
+#include <getopt.h>
+#include <liburing.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_BACKENDS 256
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage:\n"
+            "  ringlb -c FILE            run with a YAML configuration\n"
+            "  ringlb -t -c FILE         check a configuration and exit (0: valid, 1: invalid)\n"
+            "  ringlb --listen ADDR --backend ADDR [--backend ADDR ...] [--workers N]\n"
+            "                            one-line mode: one listener, one round-robin pool\n"
+            "  ringlb --demo [--listen ADDR]\n"
+            "                            start two built-in backends and balance them (default 127.0.0.1:8080)\n"
+            "\n"
+            "Options:\n"
+            "  -c, --config FILE     configuration file (see docs/configuration.md)\n"
+            "  -t, --test            validate only\n"
+            "  -l, --listen ADDR     listen address, e.g. 127.0.0.1:8080, [::]:8080, *:80\n"
+            "  -b, --backend ADDR    backend address; ADDR@WEIGHT sets a weight (repeatable)\n"
+            "  -w, --workers N       worker threads (default: one per CPU)\n"
+            "  -v, --verbose         debug logging\n"
+            "  -q, --quiet           errors and warnings only\n"
+            "  -h, --help            this text\n"
+            "  -V, --version         version and libraries\n");
+}
+
+static void print_demo_banner(const struct rlb_config *cfg, uint32_t workers)
+{
+    const char *addr = cfg->listeners[0].addr.text;
+    fprintf(stderr,
+            "\n"
+            "  ringlb demo is up: %u worker%s in front of two built-in backends (%s, %s).\n"
+            "\n"
+            "    curl -i http://%s/\n"
+            "\n"
+            "  Run it a few times: the body names the backend that answered, alternating\n"
+            "  demo-backend-1 and demo-backend-2 (round-robin; each worker keeps its own\n"
+            "  rotation). The backends' Server header is hidden behind ringlb.\n"
+            "  Stop with Ctrl-C.\n\n",
+            workers, workers == 1 ? "" : "s", cfg->pools[0].backends[0].addr.text,
+            cfg->pools[0].backends[1].addr.text, addr);
+}
+
+int main(int argc, char **argv)
+{
+    /* Blocked before any thread exists, so every thread inherits the mask
+     * and only the main thread's sigwait sees these signals. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'}, {"test", no_argument, NULL, 't'},
+        {"listen", required_argument, NULL, 'l'}, {"backend", required_argument, NULL, 'b'},
+        {"workers", required_argument, NULL, 'w'}, {"demo", no_argument, NULL, 'D'},
+        {"verbose", no_argument, NULL, 'v'},      {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},         {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *config_path = NULL;
+    bool test_only = false, demo = false;
+    struct rlb_oneline_args one = {0};
+    const char *backends[MAX_BACKENDS];
+    one.backends = backends;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "c:tl:b:w:vqhV", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'c':
+            config_path = optarg;
+            break;
+        case 't':
+            test_only = true;
+            break;
+        case 'l':
+            one.listen = optarg;
+            break;
+        case 'b':
+            if (one.num_backends == MAX_BACKENDS) {
+                fprintf(stderr, "ringlb: at most %d --backend options\n", MAX_BACKENDS);
+                return 2;
+            }
+            backends[one.num_backends++] = optarg;
+            break;
+        case 'w': {
+            char *end;
+            long n = strtol(optarg, &end, 10);
+            if (*end || n < 1 || n > 1024) {
+                fprintf(stderr, "ringlb: --workers expects 1..1024, got \"%s\"\n", optarg);
+                return 2;
+            }
+            one.workers = (uint32_t)n;
+            break;
+        }
+        case 'D':
+            demo = true;
+            break;
+        case 'v':
+            rlb_log_level = RLB_LOG_DEBUG;
+            break;
+        case 'q':
+            rlb_log_level = RLB_LOG_WARN;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case 'V':
+            printf("ringlb %s\nio_uring via liburing, TLS library: %s\n", RLB_VERSION, rlb_tls_library());
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "ringlb: unexpected argument \"%s\"\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+    if (config_path && (one.listen || one.num_backends || demo)) {
+        fprintf(stderr, "ringlb: -c cannot be combined with --listen/--backend/--demo\n");
+        return 2;
+    }
+
+    char err[RLB_CONFIG_ERR_MAX] = "";
+    struct rlb_config *cfg = NULL;
+    char demo_addrs[2][32];
+    if (config_path) {
+        cfg = rlb_config_load_file(config_path, err, sizeof(err));
+    } else if (demo) {
+        if (one.num_backends) {
+            fprintf(stderr, "ringlb: --demo brings its own backends\n");
+            return 2;
+        }
+        int rc = rlb_demo_start_backends(demo_addrs);
+        if (rc < 0) {
+            fprintf(stderr, "ringlb: demo backends: %s\n", strerror(-rc));
+            return 1;
+        }
+        backends[0] = demo_addrs[0];
+        backends[1] = demo_addrs[1];
+        one.num_backends = 2;
+        if (!one.listen)
+            one.listen = "127.0.0.1:8080";
+        cfg = rlb_config_from_oneline(&one, err, sizeof(err));
+        if (cfg) {
+            /* Show what hiding the origin looks like. */
+            cfg->vhosts[0].routes[0].server_mode = RLB_SERVER_HIDE;
+            free(cfg->source);
+            cfg->source = strdup("<demo>");
+        }
+    } else if (one.listen || one.num_backends) {
+        if (!one.listen || !one.num_backends) {
+            fprintf(stderr, "ringlb: one-line mode needs --listen and at least one --backend\n");
+            return 2;
+        }
+        cfg = rlb_config_from_oneline(&one, err, sizeof(err));
+    } else {
+        usage(stderr);
+        return 2;
+    }
+    if (!cfg) {
+        fprintf(stderr, "ringlb: %s\n", err);
+        return 1;
+    }
+    if (test_only) {
+        printf("ringlb: %s: configuration is valid (%u listener%s, %u pool%s, %u virtual host%s)\n", cfg->source,
+               cfg->num_listeners, cfg->num_listeners == 1 ? "" : "s", cfg->num_pools, cfg->num_pools == 1 ? "" : "s",
+               cfg->num_vhosts, cfg->num_vhosts == 1 ? "" : "s");
+        rlb_config_free(cfg);
+        return 0;
+    }
+    int status = rlb_server_run(cfg, demo ? print_demo_banner : NULL);
+    rlb_config_free(cfg);
+    return status;
+}

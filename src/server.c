@@ -1,0 +1,162 @@
+#include <ringlb/log.h>
+#include <ringlb/server.h>
+#include <ringlb/worker.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+/* Start-up handshake: workers report readiness, the main thread says go
+ * (or no) once all have, so a port already in use fails the whole start. */
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    uint32_t ready;
+    int decision; /* 0 pending, 1 go, -1 abort */
+} startup = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+
+void rlb_server_worker_ready(struct rlb_worker *w)
+{
+    (void)w;
+    pthread_mutex_lock(&startup.lock);
+    startup.ready++;
+    pthread_cond_broadcast(&startup.cond);
+    pthread_mutex_unlock(&startup.lock);
+}
+
+bool rlb_server_wait_go(void)
+{
+    pthread_mutex_lock(&startup.lock);
+    while (startup.decision == 0)
+        pthread_cond_wait(&startup.cond, &startup.lock);
+    bool go = startup.decision > 0;
+    pthread_mutex_unlock(&startup.lock);
+    return go;
+}
+
+static void decide(int decision)
+{
+    pthread_mutex_lock(&startup.lock);
+    startup.decision = decision;
+    pthread_cond_broadcast(&startup.cond);
+    pthread_mutex_unlock(&startup.lock);
+}
+
+static int affinity_cpus(int *cpus, uint32_t max)
+{
+    cpu_set_t set;
+    uint32_t n = 0;
+    if (sched_getaffinity(0, sizeof(set), &set) < 0)
+        return 0;
+    for (int i = 0; i < CPU_SETSIZE && n < max; i++)
+        if (CPU_ISSET(i, &set))
+            cpus[n++] = i;
+    return (int)n;
+}
+
+uint32_t rlb_server_worker_count(const struct rlb_config *cfg)
+{
+    if (cfg->workers)
+        return cfg->workers;
+    if (cfg->num_cpus)
+        return cfg->num_cpus;
+    int cpus[RLB_CONFIG_MAX_CPUS];
+    int n = affinity_cpus(cpus, RLB_CONFIG_MAX_CPUS);
+    return n > 0 ? (uint32_t)n : 1;
+}
+
+int rlb_server_run(const struct rlb_config *cfg, void (*on_ready)(const struct rlb_config *cfg, uint32_t workers))
+{
+    uint32_t n = rlb_server_worker_count(cfg);
+    int mask_cpus[RLB_CONFIG_MAX_CPUS];
+    int num_mask = cfg->workers || cfg->num_cpus ? 0 : affinity_cpus(mask_cpus, RLB_CONFIG_MAX_CPUS);
+
+    /* Signals are taken by this thread alone, with sigwait: workers never
+     * see them, so no system call of theirs is interrupted. */
+    sigset_t sigs, old;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, &old);
+    signal(SIGPIPE, SIG_IGN);
+
+    struct rlb_worker *workers = aligned_alloc(RLB_CACHELINE, sizeof(*workers) * n);
+    if (!workers) {
+        rlb_log_error("out of memory");
+        return 1;
+    }
+    memset(workers, 0, sizeof(*workers) * n);
+    uint32_t started = 0;
+    int status = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        struct rlb_worker *w = &workers[i];
+        w->id = i;
+        w->cfg = cfg;
+        /* Explicit cpus pin as listed; "auto" pins worker i to the i-th CPU
+         * it may run on, so each core has exactly one worker. */
+        w->cpu = cfg->num_cpus ? cfg->cpus[i % cfg->num_cpus] : (num_mask ? mask_cpus[i % (uint32_t)num_mask] : -1);
+        w->wake_fd = eventfd(0, EFD_CLOEXEC);
+        if (w->wake_fd < 0 || pthread_create(&w->thread, NULL, rlb_worker_main, w) != 0) {
+            rlb_log_error("starting worker %u: %s", i, strerror(errno));
+            status = 1;
+            break;
+        }
+        started++;
+    }
+    pthread_mutex_lock(&startup.lock);
+    while (startup.ready < started)
+        pthread_cond_wait(&startup.cond, &startup.lock);
+    pthread_mutex_unlock(&startup.lock);
+    for (uint32_t i = 0; i < started; i++)
+        if (workers[i].start_error) {
+            rlb_log_error("%s", workers[i].start_msg);
+            status = 1;
+        }
+    decide(status == 0 ? 1 : -1);
+
+    if (status == 0) {
+        for (uint32_t i = 0; i < cfg->num_listeners; i++)
+            rlb_log_info("listening on %s (%s)", cfg->listeners[i].addr.text, cfg->listeners[i].name);
+        rlb_log_info("ready: %u worker%s, io_uring %s", n, n == 1 ? "" : "s",
+                     (workers[0].ring_flags & IORING_SETUP_DEFER_TASKRUN) ? "single-issuer, defer-taskrun"
+                                                                          : "coop-taskrun");
+        if (on_ready)
+            on_ready(cfg, n);
+        for (;;) {
+            int sig = 0;
+            if (sigwait(&sigs, &sig) != 0)
+                continue;
+            if (sig == SIGHUP) {
+                rlb_log_info("SIGHUP ignored: this build reloads configuration only by restart");
+                continue;
+            }
+            rlb_log_info("%s: stopping, requests in flight get %u ms", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+                         cfg->timeouts.drain);
+            break;
+        }
+        for (uint32_t i = 0; i < started; i++)
+            rlb_worker_request_stop(&workers[i]);
+    }
+    for (uint32_t i = 0; i < started; i++)
+        pthread_join(workers[i].thread, NULL);
+    for (uint32_t i = 0; i < n; i++)
+        if (workers[i].wake_fd > 0)
+            close(workers[i].wake_fd);
+    if (status == 0) {
+        uint64_t req = 0, acc = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            req += workers[i].stats.requests;
+            acc += workers[i].stats.accepted;
+        }
+        rlb_log_info("stopped: %llu connections, %llu requests served", (unsigned long long)acc,
+                     (unsigned long long)req);
+    }
+    free(workers);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return status;
+}

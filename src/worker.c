@@ -1,0 +1,421 @@
+#include <ringlb/buf.h>
+#include <ringlb/conn.h>
+#include <ringlb/log.h>
+#include <ringlb/proxy.h>
+#include <ringlb/ring.h>
+#include <ringlb/server.h>
+#include <ringlb/timer.h>
+#include <ringlb/upstream.h>
+#include <ringlb/worker.h>
+
+#include <errno.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define RING_ENTRIES 4096
+
+static int open_listener(const struct rlb_listener_cfg *l, int *out)
+{
+    int fd = socket(l->addr.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    /* One listening socket per worker on the same port: the kernel spreads
+     * new connections across workers with no shared accept queue. */
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
+        goto fail;
+    if (l->addr.ss.ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, (const struct sockaddr *)&l->addr.ss, l->addr.len) < 0)
+        goto fail;
+    if (listen(fd, (int)l->backlog) < 0)
+        goto fail;
+    *out = fd;
+    return 0;
+fail:;
+    int err = -errno;
+    close(fd);
+    return err;
+}
+
+static void arm_accept(struct rlb_worker *w, uint32_t idx)
+{
+    struct rlb_listener_sock *ls = &w->listeners[idx];
+    struct io_uring_sqe *sqe = rlb_ring_sqe(&w->ring, &w->stats.submits);
+    io_uring_prep_multishot_accept(sqe, ls->fd, NULL, NULL, SOCK_CLOEXEC);
+    io_uring_sqe_set_data64(sqe, rlb_ud(RLB_OP_ACCEPT, idx, 0));
+    ls->accepting = true;
+}
+
+static void arm_wake(struct rlb_worker *w)
+{
+    struct io_uring_sqe *sqe = rlb_ring_sqe(&w->ring, &w->stats.submits);
+    io_uring_prep_read(sqe, w->wake_fd, &w->wake_buf, sizeof(w->wake_buf), 0);
+    io_uring_sqe_set_data64(sqe, rlb_ud(RLB_OP_WAKE, 0, 0));
+}
+
+static void timers_from_config(struct rlb_worker *w)
+{
+    const struct rlb_timeouts_cfg *t = &w->cfg->timeouts;
+    uint32_t pool_idle = 60000;
+    for (uint32_t i = 0; i < w->cfg->num_pools; i++)
+        if (i == 0 || w->cfg->pools[i].keepalive_idle_timeout_ms < pool_idle)
+            pool_idle = w->cfg->pools[i].keepalive_idle_timeout_ms;
+    uint32_t d[RLB_TIMER__COUNT] = {
+        [RLB_TIMER_CLIENT_HEADER] = t->client_header,
+        [RLB_TIMER_CLIENT_KEEPALIVE] = t->client_keepalive,
+        [RLB_TIMER_BODY_IDLE] = t->body_idle,
+        [RLB_TIMER_UPSTREAM_CONNECT] = t->upstream_connect,
+        [RLB_TIMER_UPSTREAM_RESPONSE] = t->upstream_response,
+        /* One duration per kind keeps each timer list sorted: pools share the shortest. */
+        [RLB_TIMER_POOL_IDLE] = pool_idle,
+        [RLB_TIMER_LINGER] = 2000,
+    };
+    rlb_timers_init(&w->timers, d);
+}
+
+static int worker_setup(struct rlb_worker *w)
+{
+    const struct rlb_config *cfg = w->cfg;
+    int rc;
+    if (w->cpu >= 0) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(w->cpu, &set);
+        if (sched_setaffinity(0, sizeof(set), &set) < 0) {
+            snprintf(w->start_msg, sizeof(w->start_msg), "worker %u: pinning to CPU %d: %s", w->id, w->cpu,
+                     strerror(errno));
+            return -errno;
+        }
+    }
+    rc = rlb_ring_init(&w->ring, RING_ENTRIES, &w->ring_flags);
+    if (rc < 0) {
+        snprintf(w->start_msg, sizeof(w->start_msg), "worker %u: io_uring setup: %s", w->id, strerror(-rc));
+        return rc;
+    }
+    w->ring_ready = true;
+    const char *missing = NULL;
+    rc = rlb_ring_probe(&w->ring, &missing);
+    if (rc < 0) {
+        snprintf(w->start_msg, sizeof(w->start_msg), "worker %u: kernel lacks io_uring %s", w->id, missing);
+        return rc;
+    }
+    if (!(w->ring.features & IORING_FEAT_EXT_ARG)) {
+        snprintf(w->start_msg, sizeof(w->start_msg), "worker %u: kernel lacks IORING_FEAT_EXT_ARG (5.11+)", w->id);
+        return -ENOTSUP;
+    }
+    uint32_t linear_size = cfg->limits.max_head_size + cfg->buffers.size;
+    rc = rlb_bufs_init(&w->bufs, &w->ring, cfg->buffers.count, cfg->buffers.size, 256, linear_size);
+    if (rc < 0) {
+        snprintf(w->start_msg, sizeof(w->start_msg), "worker %u: provided buffer ring: %s", w->id, strerror(-rc));
+        return rc;
+    }
+    rc = rlb_conns_init(w, cfg->max_connections);
+    if (rc == 0)
+        rc = rlb_upstream_init(w);
+    if (rc == 0)
+        rc = rlb_proxy_init(w);
+    if (rc == 0 && !(w->starved = calloc(w->num_conns, sizeof(*w->starved))))
+        rc = -ENOMEM;
+    if (rc < 0) {
+        snprintf(w->start_msg, sizeof(w->start_msg), "worker %u: %s", w->id, strerror(-rc));
+        return rc;
+    }
+    timers_from_config(w);
+    for (uint32_t i = 0; i < cfg->num_listeners; i++) {
+        rc = open_listener(&cfg->listeners[i], &w->listeners[i].fd);
+        if (rc < 0) {
+            snprintf(w->start_msg, sizeof(w->start_msg), "listener %s (%s): %s", cfg->listeners[i].name,
+                     cfg->listeners[i].addr.text, strerror(-rc));
+            w->listeners[i].fd = -1;
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static void close_listeners(struct rlb_worker *w)
+{
+    for (uint32_t i = 0; i < w->cfg->num_listeners; i++) {
+        if (w->listeners[i].fd >= 0) {
+            /* Closing the socket ends its multishot accept too. */
+            struct io_uring_sqe *sqe = rlb_ring_sqe(&w->ring, &w->stats.submits);
+            io_uring_prep_cancel64(sqe, rlb_ud(RLB_OP_ACCEPT, i, 0), 0);
+            io_uring_sqe_set_data64(sqe, rlb_ud(RLB_OP_CANCEL, 0, 0));
+            close(w->listeners[i].fd);
+            w->listeners[i].fd = -1;
+        }
+    }
+}
+
+static void begin_drain(struct rlb_worker *w)
+{
+    if (w->draining)
+        return;
+    w->draining = true;
+    w->drain_deadline_ms = w->timers.now_ms + w->cfg->timeouts.drain;
+    close_listeners(w);
+    rlb_proxy_drain(w);
+}
+
+static void handle_accept(struct rlb_worker *w, struct io_uring_cqe *cqe)
+{
+    uint32_t idx = rlb_ud_index(cqe->user_data);
+    if (!(cqe->flags & IORING_CQE_F_MORE))
+        w->listeners[idx].accepting = false;
+    if (cqe->res >= 0) {
+        if (w->draining) {
+            close(cqe->res);
+        } else {
+            struct rlb_conn *c = rlb_conn_alloc(w, RLB_CONN_CLIENT, cqe->res);
+            if (!c) {
+                close(cqe->res); /* slot table full: shed load rather than queue it */
+            } else {
+                w->stats.accepted++;
+                c->listener = (uint8_t)idx;
+                rlb_proxy_accepted(w, c);
+            }
+        }
+    } else if (cqe->res != -ECANCELED && cqe->res != -EBADF) {
+        rlb_log_warn("accept on %s: %s", w->cfg->listeners[idx].addr.text, strerror(-cqe->res));
+    }
+    if (!w->listeners[idx].accepting && !w->draining && w->listeners[idx].fd >= 0)
+        arm_accept(w, idx);
+}
+
+static void add_starved(struct rlb_worker *w, struct rlb_conn *c)
+{
+    if (c->flags & RLB_CF_STARVED)
+        return;
+    c->flags |= RLB_CF_STARVED;
+    w->starved[w->num_starved++] = ((uint64_t)rlb_conn_slot(w, c) << 32) | c->gen;
+}
+
+static void rearm_starved(struct rlb_worker *w)
+{
+    /* Re-arm only once a good share of the ring is back, or the same
+     * connections would starve again at once. */
+    if (!w->num_starved || w->bufs.in_ring < w->bufs.count / 4)
+        return;
+    uint32_t n = w->num_starved;
+    w->num_starved = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        struct rlb_conn *c = &w->conns[w->starved[i] >> 32];
+        if (c->gen != (uint32_t)w->starved[i] || !(c->flags & RLB_CF_STARVED))
+            continue;
+        c->flags &= (uint16_t)~RLB_CF_STARVED;
+        rlb_proxy_input(w, c); /* re-arms the recv unless its input is still full */
+    }
+}
+
+static void handle_recv(struct rlb_worker *w, struct rlb_conn *c, struct io_uring_cqe *cqe)
+{
+    bool more = cqe->flags & IORING_CQE_F_MORE;
+    bool closing = c->kind == RLB_CONN_CLIENT ? c->state == RLB_CS_CLOSING : c->state == RLB_US_CLOSING;
+    if (!more) {
+        c->flags &= (uint16_t)~(RLB_CF_RECV_ARMED | RLB_CF_RECV_CANCELING);
+        c->ops--;
+    }
+    if (cqe->res > 0) {
+        RLB_BUG_ON(!(cqe->flags & IORING_CQE_F_BUFFER));
+        int32_t bid = (int32_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+        rlb_buf_received(&w->bufs, bid, (uint32_t)cqe->res);
+        if (closing) {
+            rlb_buf_unref(&w->bufs, bid);
+        } else {
+            rlb_conn_inq_append(w, c, bid);
+            rlb_proxy_input(w, c);
+        }
+    } else if (!closing) {
+        if (cqe->res == -ENOBUFS) {
+            w->stats.enobufs++;
+            add_starved(w, c);
+        } else if (cqe->res == -ECANCELED) {
+            /* Paused for backpressure: whoever drains the input re-arms it. */
+        } else {
+            rlb_proxy_recv_end(w, c, cqe->res);
+        }
+    }
+    rlb_conn_try_free(w, c);
+}
+
+static void handle_send(struct rlb_worker *w, struct rlb_conn *c, struct io_uring_cqe *cqe)
+{
+    c->ops--;
+    c->flags &= (uint16_t)~RLB_CF_SEND_INFLIGHT;
+    bool closing = c->kind == RLB_CONN_CLIENT ? c->state == RLB_CS_CLOSING : c->state == RLB_US_CLOSING;
+    if (!closing)
+        rlb_proxy_sent(w, c, cqe->res);
+    rlb_conn_try_free(w, c);
+}
+
+static void handle_connect(struct rlb_worker *w, struct rlb_conn *c, struct io_uring_cqe *cqe)
+{
+    c->ops--;
+    if (c->state == RLB_US_CONNECTING) {
+        rlb_timer_cancel(&w->timers, w->conns, rlb_conn_slot(w, c));
+        rlb_proxy_connected(w, c, cqe->res);
+    }
+    rlb_conn_try_free(w, c);
+}
+
+static void handle_cqe(struct rlb_worker *w, struct io_uring_cqe *cqe)
+{
+    uint64_t ud = cqe->user_data;
+    enum rlb_op op = rlb_ud_op(ud);
+    if (op == RLB_OP_ACCEPT) {
+        handle_accept(w, cqe);
+        return;
+    }
+    if (op == RLB_OP_WAKE) {
+        if (atomic_load_explicit(&w->stop, memory_order_acquire))
+            begin_drain(w);
+        else
+            arm_wake(w);
+        return;
+    }
+    if (op == RLB_OP_CANCEL)
+        return;
+    struct rlb_conn *c = &w->conns[rlb_ud_index(ud)];
+    if (c->gen != rlb_ud_gen(ud) || c->kind == RLB_CONN_FREE) {
+        /* A completion for a slot already reused: only its buffer matters. */
+        if (op == RLB_OP_RECV && cqe->res > 0 && (cqe->flags & IORING_CQE_F_BUFFER)) {
+            int32_t bid = (int32_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+            rlb_buf_received(&w->bufs, bid, (uint32_t)cqe->res);
+            rlb_buf_unref(&w->bufs, bid);
+        }
+        return;
+    }
+    switch (op) {
+    case RLB_OP_RECV:
+        handle_recv(w, c, cqe);
+        break;
+    case RLB_OP_SEND:
+        handle_send(w, c, cqe);
+        break;
+    case RLB_OP_CONNECT:
+        handle_connect(w, c, cqe);
+        break;
+    default:
+        break;
+    }
+}
+
+static void expire_timers(struct rlb_worker *w)
+{
+    for (;;) {
+        enum rlb_timer_kind kind;
+        uint32_t s = rlb_timer_pop_expired(&w->timers, w->conns, &kind);
+        if (s == RLB_SLOT_NONE)
+            return;
+        rlb_proxy_timeout(w, &w->conns[s], kind);
+        rlb_conn_try_free(w, &w->conns[s]);
+    }
+}
+
+static void run_loop(struct rlb_worker *w)
+{
+    for (uint32_t i = 0; i < w->cfg->num_listeners; i++)
+        arm_accept(w, i);
+    arm_wake(w);
+    for (;;) {
+        rlb_bufs_publish(&w->bufs);
+        int64_t wait_ms = rlb_timer_next_ms(&w->timers, w->conns);
+        if (w->draining) {
+            int64_t left = (int64_t)w->drain_deadline_ms - (int64_t)w->timers.now_ms;
+            if (left < 0)
+                left = 0;
+            if (wait_ms < 0 || left < wait_ms)
+                wait_ms = left;
+        }
+        struct __kernel_timespec ts = {.tv_sec = wait_ms / 1000, .tv_nsec = (wait_ms % 1000) * 1000000};
+        struct io_uring_cqe *cqe;
+        w->stats.submits++;
+        int rc = io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, wait_ms >= 0 ? &ts : NULL, NULL);
+        if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY) {
+            rlb_log_error("worker %u: io_uring wait: %s", w->id, strerror(-rc));
+            break;
+        }
+        w->timers.now_ms = rlb_now_ms();
+        unsigned head, n = 0;
+        io_uring_for_each_cqe(&w->ring, head, cqe)
+        {
+            handle_cqe(w, cqe);
+            n++;
+        }
+        io_uring_cq_advance(&w->ring, n);
+        expire_timers(w);
+        rearm_starved(w);
+        if (w->draining) {
+            if (w->live_clients == 0)
+                break;
+            if (w->timers.now_ms >= w->drain_deadline_ms) {
+                rlb_log_warn("worker %u: drain timeout, closing %u connections", w->id, w->live_clients);
+                break;
+            }
+        }
+    }
+}
+
+static void worker_teardown(struct rlb_worker *w)
+{
+    if (w->conns) {
+        rlb_proxy_abort_all(w);
+        /* Let the ring finish what it holds before the buffers go. */
+        if (w->ring_ready)
+            for (int i = 0; i < 50 && w->live_conns; i++) {
+                struct io_uring_cqe *cqe;
+                struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = 20000000};
+                io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
+                unsigned head, n = 0;
+                io_uring_for_each_cqe(&w->ring, head, cqe)
+                {
+                    handle_cqe(w, cqe);
+                    n++;
+                }
+                io_uring_cq_advance(&w->ring, n);
+            }
+    }
+    for (uint32_t i = 0; w->cfg && i < w->cfg->num_listeners; i++)
+        if (w->listeners[i].fd >= 0)
+            close(w->listeners[i].fd);
+    rlb_proxy_destroy(w);
+    rlb_upstream_destroy(w);
+    rlb_conns_destroy(w);
+    free(w->starved);
+    w->starved = NULL;
+    rlb_bufs_destroy(&w->bufs, w->ring_ready ? &w->ring : NULL);
+    struct rlb_outq *q;
+    while ((q = w->outqs.free)) {
+        w->outqs.free = q->next_free;
+        free(q);
+    }
+    if (w->ring_ready)
+        io_uring_queue_exit(&w->ring);
+    w->ring_ready = false;
+}
+
+void *rlb_worker_main(void *arg)
+{
+    struct rlb_worker *w = arg;
+    for (uint32_t i = 0; i < RLB_ARRAY_SIZE(w->listeners); i++)
+        w->listeners[i].fd = -1;
+    w->start_error = worker_setup(w);
+    rlb_server_worker_ready(w);
+    if (w->start_error == 0 && rlb_server_wait_go())
+        run_loop(w);
+    worker_teardown(w);
+    return NULL;
+}
+
+void rlb_worker_request_stop(struct rlb_worker *w)
+{
+    atomic_store_explicit(&w->stop, true, memory_order_release);
+    uint64_t one = 1;
+    ssize_t r = write(w->wake_fd, &one, sizeof(one));
+    (void)r;
+}

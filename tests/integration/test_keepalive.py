@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Client keep-alive, upstream pooling, pipelining, Connection: close both sides,
+transparent retry of GET on a pooled connection the backend closed."""
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as H  # noqa: E402
+
+
+class KeepAliveTest(H.ProxyTestCase):
+    def start(self, **backend_kw):
+        b = self.backend("echo", **backend_kw)
+        port = H.free_port()
+        self.proxy(H.basic_config(port, [b], workers=1))
+        return b, port
+
+    def test_sequential_on_one_connection_and_pooling(self):
+        b, port = self.start()
+        with H.Client(port) as c:
+            for i in range(20):
+                r = c.request("GET", "/seq%d" % i)
+                self.assertEqual(r.status, 200)
+                self.assertEqual(r.json()["target"], "/seq%d" % i)
+        self.assertEqual(len(b.requests), 20)
+        self.assertLess(b.conn_count, 20, "no upstream connection reuse")
+        self.assertLessEqual(b.conn_count, 2)
+
+    def test_pooling_across_client_connections(self):
+        b, port = self.start()
+        for i in range(10):
+            self.assertEqual(H.get_once(port, "/n%d" % i).status, 200)
+        self.assertEqual(len(b.requests), 10)
+        self.assertLess(b.conn_count, 10, "no upstream connection reuse across client connections")
+
+    def test_pipelining(self):
+        b, port = self.start()
+        with H.Client(port) as c:
+            c.send(b"".join(H.build_request("GET", "/pipe%d" % i) for i in range(10)))
+            for i in range(10):
+                r = c.read_response()
+                self.assertEqual(r.status, 200)
+                self.assertEqual(r.json()["target"], "/pipe%d" % i)
+            # still usable afterwards
+            self.assertEqual(c.request("GET", "/after").json()["target"], "/after")
+
+    def test_pipelining_with_bodies(self):
+        b, port = self.start()
+        with H.Client(port) as c:
+            data = b"".join(H.build_request("POST", "/pb%d" % i, body=b"x" * (i * 100)) for i in range(10))
+            c.send(data)
+            for i in range(10):
+                j = c.read_response().json()
+                self.assertEqual((j["target"], j["body_len"]), ("/pb%d" % i, i * 100))
+
+    def test_client_connection_close(self):
+        b, port = self.start()
+        with H.Client(port) as c:
+            r = c.request("GET", "/bye", headers=[("Connection", "close")])
+            self.assertEqual(r.status, 200)
+            self.assertTrue(c.peer_closed(3), "proxy kept the connection after Connection: close")
+
+    def test_backend_connection_close(self):
+        b, port = self.start(close_after=True)
+        with H.Client(port) as c:
+            for i in range(5):
+                r = c.request("GET", "/bc%d" % i)
+                self.assertEqual(r.status, 200)
+                self.assertEqual(r.json()["target"], "/bc%d" % i)
+                self.assertNotIn("close", [t.strip().lower() for t in ",".join(r.headers_all("connection")).split(",")],
+                                 "backend's Connection: close leaked to the client")
+            self.assertFalse(c.peer_closed(0.3), "client connection closed after upstream close")
+        self.assertEqual(b.conn_count, 5, "upstream connection marked close was reused")
+
+    def test_retry_on_pooled_connection_closed_by_backend(self):
+        b, port = self.start(silent_close=True)
+        with H.Client(port) as c:
+            for i in range(10):
+                r = c.request("GET", "/retry%d" % i)
+                self.assertEqual(r.status, 200, "request %d: %r %r" % (i, r, r.body[:200]))
+                self.assertEqual(r.json()["target"], "/retry%d" % i)
+                time.sleep(0.1)
+        self.assertEqual(len(b.completed()), 10)
+
+
+if __name__ == "__main__":
+    H.main()
