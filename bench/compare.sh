@@ -672,6 +672,21 @@ for sc in scenarios:
                  f"{fmt(med(p99))}{spread(p99)} | {fmt(med(cpu), 2)}{spread(cpu, 2)} | {fmt(med(cu), 2)} | {fmt(med(cs), 2)} | "
                  f"{ratio} | {fmt(med(rss))} | {errs} | {fmt(med(pb), 1)} | {fmt(med(other), 1)} | {fmt(med(lb), 1)} |")
     L.append("")
+noisy = []
+for r in rows:
+    pb, pc = num(r, "proxy_cores_busy_pct"), num(r, "proxy_cpu_pct")
+    if pb is None or r["status"] not in ("ok", "errors"):
+        continue
+    other = pb * float(env.get("proxy_cpu_count") or 1) - (pc or 0.0)
+    if other > 5.0:
+        noisy.append((r, other))
+if noisy:
+    L.append("## Runs with other load on the proxy core (> 5% of a core not charged to the proxy)\n")
+    L.append("Something else (another process, kernel threads, interrupts) used the proxy's core during these "
+             "runs; treat their figures with care, or re-run on a quiet machine.\n")
+    for r, other in noisy:
+        L.append(f"- rep {r['rep']} {r['scenario']} {r['proxy']}: {other:.1f}% (loadavg {r['loadavg1']})")
+    L.append("")
 bad = [r for r in rows if r["status"] not in ("ok",)]
 if bad:
     L.append("## Runs that were not clean\n")
