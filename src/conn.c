@@ -210,7 +210,10 @@ void rlb_conn_flush(struct rlb_worker *w, struct rlb_conn *c)
 
 static bool is_closing(const struct rlb_conn *c)
 {
-    return c->kind == RLB_CONN_CLIENT ? c->state == RLB_CS_CLOSING : c->state == RLB_US_CLOSING;
+    if (c->kind == RLB_CONN_CLIENT)
+        return c->state == RLB_CS_CLOSING;
+    /* A freed slot is not "closing": freeing it again would corrupt the free list. */
+    return c->kind == RLB_CONN_UPSTREAM && c->state == RLB_US_CLOSING;
 }
 
 void rlb_conn_close(struct rlb_worker *w, struct rlb_conn *c, bool abort)

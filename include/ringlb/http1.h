@@ -14,7 +14,9 @@
  * Leading empty lines are not skipped here: the caller drops them.
  * Content-Length: 0 gives body RLB_BODY_NONE (content_length 0), so callers
  * test body only; the same holds for responses. Expect: 100-continue sets
- * RLB_MSG_EXPECT_CONTINUE on HTTP/1.1 only (RFC 9110 10.1.1). */
+ * RLB_MSG_EXPECT_CONTINUE on HTTP/1.1 only (RFC 9110 10.1.1). A Connection
+ * option naming Content-Length or Transfer-Encoding does not mark them
+ * RLB_HF_HOP: framing is the proxy's own. CONNECT must use authority-form. */
 int rlb_http1_parse_request(const char *buf, size_t len, const struct rlb_http_limits *limits,
                             struct rlb_http_request *req);
 

@@ -1089,6 +1089,10 @@ class ProxyTestCase(unittest.TestCase):
 
     @classmethod
     def _cleanup_class(cls):
+        if os.environ.get("RINGLB_IT_SHOWLOG"):
+            for o in cls._class_objs or []:
+                if isinstance(o, Proxy):
+                    log("---- ringlb log (%s) ----\n%s" % (cls.__name__, o.log()))
         for o in reversed(cls._class_objs or []):
             try:
                 if isinstance(o, Proxy):

@@ -707,7 +707,8 @@ Test(http1_response, fields_and_flags)
     cr_assert_gt(parse_resp(b, sizeof(b) - 1, RLB_METHOD_GET, &p), 0);
     cr_expect_eq(p.resp.flags & RLB_MSG_UPGRADE, 0, "only a 101 switches");
 
-    const char c[] = "HTTP/1.0 200 OK\r\nConnection: keep-alive, X-Foo\r\nX-Foo: 1\r\nKeep-Alive: 5\r\nVia: 1.1 a\r\n\r\n";
+    const char c[] = "HTTP/1.0 200 OK\r\nConnection: keep-alive, X-Foo\r\nX-Foo: 1\r\nKeep-Alive: 5\r\n"
+                     "Via: 1.1 a\r\n\r\n";
     cr_assert_gt(parse_resp(c, sizeof(c) - 1, RLB_METHOD_GET, &p), 0);
     cr_expect_eq(p.resp.flags, RLB_MSG_CONN_KEEPALIVE | RLB_MSG_HAS_HOP);
     cr_expect_eq(p.resp.minor_version, 0);
@@ -752,4 +753,66 @@ Test(http1_reason, phrases)
     cr_expect_str_eq(rlb_http_reason(505), "HTTP Version Not Supported");
     cr_expect_str_eq(rlb_http_reason(299), "Unknown");
     cr_expect_str_eq(rlb_http_reason(-1), "Unknown");
+}
+
+/* The word-at-a-time scanners must stop at a bad byte wherever it falls
+ * relative to their 8/16-byte steps, and step over HTAB wherever it falls. */
+Test(http1_request, bad_byte_at_every_offset)
+{
+    static const unsigned char value_bad[] = {0x00, 0x01, 0x0a, 0x0d, 0x1f, 0x7f};
+    static const unsigned char target_bad[] = {0x00, 0x09, 0x1f, 0x7f, 0x80, 0xff};
+    for (size_t off = 0; off < 48; off++) {
+        char s[256];
+        struct parsed_req p;
+        const char pre[] = "GET / HTTP/1.1\r\nHost: a\r\nX: v";
+        size_t n = sizeof(pre) - 1;
+        memcpy(s, pre, n);
+        memset(s + n, 'x', 48);
+        memcpy(s + n + 48, "\r\n\r\n", 4);
+        size_t len = n + 52;
+
+        s[n + off] = '\t';
+        cr_expect_eq(parse_req(s, len, &p), (int)len, "tab at %zu", off);
+        s[n + off] = (char)0x80;
+        cr_expect_eq(parse_req(s, len, &p), (int)len, "obs-text at %zu", off);
+        for (size_t b = 0; b < sizeof(value_bad); b++) {
+            s[n + off] = (char)value_bad[b];
+            cr_expect_eq(parse_req(s, len, &p), RLB_HTTP_ERROR, "value byte %#x at %zu", value_bad[b], off);
+            cr_expect_eq(p.req.error_status, 400);
+        }
+
+        const char tpre[] = "GET /";
+        n = sizeof(tpre) - 1;
+        memcpy(s, tpre, n);
+        memset(s + n, 'a', 48);
+        memcpy(s + n + 48, " HTTP/1.1\r\nHost: a\r\n\r\n", 22);
+        len = n + 48 + 22;
+        cr_expect_eq(parse_req(s, len, &p), (int)len, "clean target");
+        for (size_t b = 0; b < sizeof(target_bad); b++) {
+            s[n + off] = (char)target_bad[b];
+            cr_expect_eq(parse_req(s, len, &p), RLB_HTTP_ERROR, "target byte %#x at %zu", target_bad[b], off);
+            cr_expect_eq(p.req.error_status, 400);
+            s[n + off] = 'a';
+        }
+        s[n + off] = '~';
+        cr_expect_eq(parse_req(s, len, &p), (int)len, "tilde at %zu", off);
+        s[n + off] = '!';
+        cr_expect_eq(parse_req(s, len, &p), (int)len, "bang at %zu", off);
+
+        const char rpre[] = "HTTP/1.1 200 R";
+        n = sizeof(rpre) - 1;
+        memcpy(s, rpre, n);
+        memset(s + n, 'r', 48);
+        memcpy(s + n + 48, "\r\n\r\n", 4);
+        len = n + 52;
+        struct parsed_resp q;
+        s[n + off] = '\t';
+        cr_expect_eq(parse_resp(s, len, RLB_METHOD_GET, &q), (int)len, "reason tab at %zu", off);
+        cr_expect_eq(q.resp.reason.len, 49);
+        for (size_t b = 0; b < sizeof(value_bad); b++) {
+            s[n + off] = (char)value_bad[b];
+            cr_expect_eq(parse_resp(s, len, RLB_METHOD_GET, &q), RLB_HTTP_ERROR, "reason byte %#x at %zu",
+                         value_bad[b], off);
+        }
+    }
 }
