@@ -483,11 +483,13 @@ static int mark_connection_options(struct rlb_http_header *hdrs, uint32_t n, con
             f->conn_upgrade = true;
             continue;
         }
-        /* Framing stays the proxy's business: naming Content-Length or
-         * Transfer-Encoding as a connection option must not make us drop it. */
+        /* Framing and Host stay the proxy's business: naming Content-Length,
+         * Transfer-Encoding or Host as a connection option must not make us
+         * drop them (a request without Host is not HTTP/1.1). */
         for (uint32_t i = 0; i < n; i++)
             if (hdrs[i].name_len == tlen && hdrs[i].id != RLB_HDR_CONTENT_LENGTH &&
-                hdrs[i].id != RLB_HDR_TRANSFER_ENCODING && rlb_str_ieq(hdrs[i].name, hdrs[i].name_len, tok, tlen)) {
+                hdrs[i].id != RLB_HDR_TRANSFER_ENCODING && hdrs[i].id != RLB_HDR_HOST &&
+                rlb_str_ieq(hdrs[i].name, hdrs[i].name_len, tok, tlen)) {
                 hdrs[i].flags |= RLB_HF_HOP;
                 f->flags |= RLB_MSG_HAS_HOP;
             }

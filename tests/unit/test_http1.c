@@ -368,6 +368,11 @@ Test(http1_request, body_kinds)
     cr_expect_eq(p.req.body, RLB_BODY_CHUNKED);
     cr_expect_eq(p.hdrs[1].flags & RLB_HF_HOP, 0, "Transfer-Encoding is not hop-by-hop here");
 
+    const char named[] = "GET / HTTP/1.1\r\nHost: a\r\nConnection: host, content-length\r\nContent-Length: 0\r\n\r\n";
+    cr_assert_gt(parse_req(named, sizeof(named) - 1, &p), 0);
+    cr_expect_eq(p.hdrs[0].flags & RLB_HF_HOP, 0, "Host named in Connection must survive");
+    cr_expect_eq(p.hdrs[2].flags & RLB_HF_HOP, 0, "Content-Length named in Connection must survive");
+
     const char none[] = "POST / HTTP/1.1\r\nHost: a\r\n\r\n";
     cr_assert_gt(parse_req(none, sizeof(none) - 1, &p), 0);
     cr_expect_eq(p.req.body, RLB_BODY_NONE);
