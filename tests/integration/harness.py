@@ -472,6 +472,17 @@ class Backend:
             if self.delay:
                 time.sleep(self.delay)
             keep = self._respond(c, req, close)
+            if self.close_after:
+                # Said "Connection: close": anything the proxy still sends on this
+                # connection is a reuse bug. Watch briefly before closing.
+                c.settimeout(0.5)
+                try:
+                    extra = c.recv(65536)
+                    if extra:
+                        self._record_error("conn %d: request bytes after Connection: close: %r"
+                                           % (cid, extra[:80]))
+                except OSError:
+                    pass
             if not keep or close or self.silent_close:
                 try:
                     c.shutdown(socket.SHUT_WR)
@@ -996,11 +1007,23 @@ class Proxy:
                 pass
 
     def close(self):
+        """Graceful stop (SIGTERM, 2 s) so sanitizers can report at exit, then SIGKILL."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.stop(timeout=2.0)
         self.kill()
         try:
             self.logf.close()
         except Exception:
             pass
+
+    def sanitizer_report(self):
+        text = self.log()
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                       "WARNING: ThreadSanitizer", "ringlb: BUG at "):
+            i = text.find(marker)
+            if i >= 0:
+                return text[max(0, i - 200): i + 3000]
+        return None
 
 
 def run_ringlb(args, timeout=10):
@@ -1037,14 +1060,20 @@ class ProxyTestCase(unittest.TestCase):
             for o in self._objs:
                 if isinstance(o, Proxy):
                     log("---- ringlb log (%s) ----\n%s" % (self.id(), o.log()))
+        reports = []
         for o in reversed(self._objs):
             try:
                 if isinstance(o, Proxy):
                     o.close()
+                    rep = o.sanitizer_report()
+                    if rep:
+                        reports.append(rep)
                 else:
                     o.stop()
             except Exception:
                 pass
+        if reports:
+            self.fail("ringlb reported a memory/UB error or a BUG:\n" + "\n".join(reports))
 
     def backend(self, *a, **kw):
         b = Backend(*a, **kw)
@@ -1093,15 +1122,33 @@ class ProxyTestCase(unittest.TestCase):
             for o in cls._class_objs or []:
                 if isinstance(o, Proxy):
                     log("---- ringlb log (%s) ----\n%s" % (cls.__name__, o.log()))
+        reports = []
         for o in reversed(cls._class_objs or []):
             try:
                 if isinstance(o, Proxy):
                     o.close()
+                    rep = o.sanitizer_report()
+                    if rep:
+                        reports.append(rep)
                 else:
                     o.stop()
             except Exception:
                 pass
         cls._class_objs = []
+        if reports:
+            raise AssertionError("ringlb reported a memory/UB error or a BUG:\n" + "\n".join(reports))
+
+
+def binary_uses_asan():
+    """True when RINGLB is built with AddressSanitizer (RSS bounds are meaningless then)."""
+    try:
+        with open(RINGLB, "rb") as f:
+            return b"__asan_init" in f.read()
+    except OSError:
+        return False
+
+
+ASAN = binary_uses_asan()
 
 
 def _watchdog(budget):

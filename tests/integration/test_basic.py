@@ -114,6 +114,14 @@ class ForwardingTest(H.ProxyTestCase):
             self.assertEqual(self.seen(r2)["target"], "/after-head")
             self.assertEqual(r2.header("content-length"), str(len(r2.body)))
 
+    def test_head_chunked_upstream(self):
+        with H.Client(self.port) as c:
+            r = c.request("HEAD", "/chunked")
+            self.assertEqual(r.status, 200)
+            self.assertEqual(r.body, b"")
+            r2 = c.request("GET", "/after-head-chunked")
+            self.assertEqual(self.seen(r2)["target"], "/after-head-chunked")
+
     def test_http10_close(self):
         with H.Client(self.port) as c:
             c.send(b"GET /ten HTTP/1.0\r\nHost: test\r\n\r\n")

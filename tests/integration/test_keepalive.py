@@ -55,6 +55,42 @@ class KeepAliveTest(H.ProxyTestCase):
                 j = c.read_response().json()
                 self.assertEqual((j["target"], j["body_len"]), ("/pb%d" % i, i * 100))
 
+    def test_requests_split_byte_by_byte(self):
+        b, port = self.start()
+        data = b"".join(H.build_request("POST", "/split%d" % i, body=b"abc" * i) for i in range(3))
+        with H.Client(port) as c:
+            for i in range(len(data)):
+                c.send(data[i:i + 1])
+                if i % 8 == 0:
+                    time.sleep(0.001)
+            for i in range(3):
+                j = c.read_response().json()
+                self.assertEqual((j["target"], j["body_len"]), ("/split%d" % i, 3 * i))
+
+    def test_concurrent_clients(self):
+        b = self.backend("echo")
+        port = H.free_port()
+        self.proxy(H.basic_config(port, [b], workers=2))
+        errors = []
+
+        def worker(n):
+            try:
+                with H.Client(port, timeout=10) as c:
+                    for i in range(20):
+                        r = c.request("GET", "/c%d/%d" % (n, i))
+                        if r.status != 200 or r.json()["target"] != "/c%d/%d" % (n, i):
+                            errors.append((n, i, r.status, r.body[:100]))
+            except Exception as e:  # noqa: BLE001
+                errors.append((n, repr(e)))
+
+        threads = [H.threading.Thread(target=worker, args=(n,), daemon=True) for n in range(40)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        self.assertEqual(errors, [])
+        self.assertEqual(len(b.completed()), 800)
+
     def test_client_connection_close(self):
         b, port = self.start()
         with H.Client(port) as c:
@@ -73,6 +109,8 @@ class KeepAliveTest(H.ProxyTestCase):
                                  "backend's Connection: close leaked to the client")
             self.assertFalse(c.peer_closed(0.3), "client connection closed after upstream close")
         self.assertEqual(b.conn_count, 5, "upstream connection marked close was reused")
+        time.sleep(0.6)
+        self.assertEqual(b.errors, [], "upstream connection marked close was reused")
 
     def test_retry_on_pooled_connection_closed_by_backend(self):
         b, port = self.start(silent_close=True)

@@ -101,6 +101,19 @@ class StreamingTest(H.ProxyTestCase):
             r2 = c.request("POST", "/up/after", body=b"abc")
             self.assertEqual(r2.json()["bytes"], 3)
 
+    def test_chunked_request_extensions_and_trailers(self):
+        chunks = [b"a" * 10, b"b" * 300, b"c" * 7]
+        body = b"".join(b"%x;ext=%d;name=\"v\"\r\n" % (len(c), i) + c + b"\r\n" for i, c in enumerate(chunks))
+        body += b"0\r\nX-Trailer: yes\r\n\r\n"
+        with H.Client(self.port) as c:
+            c.send(H.build_request("POST", "/up/ext", headers=[("Transfer-Encoding", "chunked")]) + body)
+            r = c.read_response()
+            self.assertEqual(r.status, 200, r.body[:200])
+            j = r.json()
+            self.assertEqual(j["bytes"], 317)
+            self.assertEqual(j["sha256"], hashlib.sha256(b"".join(chunks)).hexdigest())
+            self.assertEqual(c.request("GET", "/up/next").status, 200)
+
     def test_big_upload_content_length(self):
         want = H.pattern_sha256(BIG)
         base = self.p.rss_kib()
@@ -115,7 +128,8 @@ class StreamingTest(H.ProxyTestCase):
         self.assertEqual(j["sha256"], want)
         H.log("upload: rss base %d KiB, peak %d KiB, %d samples" % (base, s.peak, len(s.samples)))
         self.assertGreater(len(s.samples), 0)
-        self.assertLess(s.peak - base, RSS_LIMIT_KIB, "proxy RSS grew by %d KiB" % (s.peak - base))
+        if not H.ASAN:  # AddressSanitizer's quarantine/shadow memory makes RSS meaningless
+            self.assertLess(s.peak - base, RSS_LIMIT_KIB, "proxy RSS grew by %d KiB" % (s.peak - base))
 
     def test_big_download_with_pause(self):
         want = H.pattern_sha256(BIG)
@@ -148,7 +162,8 @@ class StreamingTest(H.ProxyTestCase):
         self.assertEqual(got, BIG)
         self.assertEqual(h.hexdigest(), want)
         self.assertGreater(len(s.samples), 0)
-        self.assertLess(s.peak - base, RSS_LIMIT_KIB, "proxy RSS grew by %d KiB" % (s.peak - base))
+        if not H.ASAN:  # AddressSanitizer's quarantine/shadow memory makes RSS meaningless
+            self.assertLess(s.peak - base, RSS_LIMIT_KIB, "proxy RSS grew by %d KiB" % (s.peak - base))
 
     def test_expect_100_continue(self):
         body = bytes(range(256)) * 400
