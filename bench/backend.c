@@ -7,7 +7,9 @@
  * /size/<bytes> (0 for any other path), framed by Content-Length.  Keep-alive
  * unless the client sends "Connection: close" or speaks HTTP/1.0 without
  * "Connection: keep-alive".  Pipelined requests are answered in order;
- * request bodies framed by Content-Length are read and discarded.  A chunked
+ * request bodies framed by Content-Length are read and discarded, and the
+ * response is sent once the body is in ("Expect: 100-continue" gets an
+ * interim 100 first).  A chunked
  * request body is answered with 501 and the connection closed.
  *
  * One epoll loop per thread; each thread has its own SO_REUSEPORT listener
@@ -57,6 +59,9 @@ struct conn {
     bool closing;       /* last response queued; close after flushing */
     size_t inlen;       /* bytes buffered in in[] */
     uint64_t body_left; /* request body bytes still to discard */
+    bool pend;          /* a final response waits for the request body */
+    bool pend_head, pend_close, pend_ka;
+    size_t pend_blen;
     unsigned qhead, qlen;
     struct resp q[RESPQ];
     char in[INBUF_SIZE];
@@ -117,6 +122,15 @@ static void queue_response(struct conn *c, int status, size_t blen, bool head, b
                            bool ka_header)
 {
     struct resp *r = &c->q[(c->qhead + c->qlen) % RESPQ];
+    if (status == 100) {
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        memcpy(r->hdr, cont, sizeof cont - 1);
+        r->hlen = sizeof cont - 1;
+        r->blen = 0;
+        r->off = 0;
+        c->qlen++;
+        return;
+    }
     const char *reason = status == 200 ? "OK" : status == 400 ? "Bad Request"
                        : status == 431 ? "Request Header Fields Too Large" : "Not Implemented";
     int n = snprintf(r->hdr, sizeof r->hdr,
@@ -148,6 +162,7 @@ static void handle_request(struct conn *c, const char *p, size_t hl)
     bool keepalive = !http10;
     bool ka_header = false;
     bool chunked = false;
+    bool expect100 = false;
     uint64_t clen = 0;
 
     /* path: /size/<n> */
@@ -188,6 +203,8 @@ static void handle_request(struct conn *c, const char *p, size_t hl)
                     keepalive = true;
                     ka_header = true;
                 }
+            } else if (nl == 6 && strncasecmp(h, "Expect", 6) == 0) {
+                expect100 = value_has(v, vl, "100-continue");
             } else if (nl == 17 && strncasecmp(h, "Transfer-Encoding", 17) == 0) {
                 chunked = value_has(v, vl, "chunked");
             }
@@ -199,9 +216,31 @@ static void handle_request(struct conn *c, const char *p, size_t hl)
         c->closing = true;
         return;
     }
-    queue_response(c, 200, blen, head, !keepalive, ka_header);
+    if (clen == 0) {
+        queue_response(c, 200, blen, head, !keepalive, ka_header);
+        if (!keepalive)
+            c->closing = true;
+        return;
+    }
+    /* Answer only once the whole body is read: an early answer makes some
+     * clients and proxies drop the connection (or stall). */
+    if (expect100)
+        queue_response(c, 100, 0, false, false, false);
     c->body_left = clen;
-    if (!keepalive)
+    c->pend = true;
+    c->pend_blen = blen;
+    c->pend_head = head;
+    c->pend_close = !keepalive;
+    c->pend_ka = ka_header;
+}
+
+static void finish_body(struct conn *c)
+{
+    if (c->body_left || !c->pend)
+        return;
+    c->pend = false;
+    queue_response(c, 200, c->pend_blen, c->pend_head, c->pend_close, c->pend_ka);
+    if (c->pend_close)
         c->closing = true;
 }
 
@@ -209,13 +248,15 @@ static void handle_request(struct conn *c, const char *p, size_t hl)
 static void process_input(struct conn *c)
 {
     size_t pos = 0;
-    while (!c->closing && c->qlen < RESPQ && pos < c->inlen) {
+    /* each request may queue two responses (100 Continue + final) */
+    while (!c->closing && c->qlen + 2 <= RESPQ && pos < c->inlen) {
         if (c->body_left) {
             size_t n = c->inlen - pos;
             if (n > c->body_left)
                 n = (size_t)c->body_left;
             c->body_left -= n;
             pos += n;
+            finish_body(c);
             continue;
         }
         const char *p = c->in + pos;
@@ -294,7 +335,7 @@ static int flush_output(struct conn *c)
 static void set_events(int ep, struct conn *c)
 {
     uint32_t ev = 0;
-    if (!c->closing && c->qlen < RESPQ)
+    if (!c->closing && c->qlen + 2 <= RESPQ)
         ev |= EPOLLIN | EPOLLRDHUP;
     if (c->qlen)
         ev |= EPOLLOUT;
@@ -322,7 +363,7 @@ static void conn_run(int ep, struct conn *c, uint32_t revents)
             if (r > 0) {
                 c->inlen += (size_t)r;
                 process_input(c);
-                if ((size_t)r < space || c->closing || c->qlen == RESPQ)
+                if ((size_t)r < space || c->closing || c->qlen + 2 > RESPQ)
                     break;
                 continue;
             }
@@ -384,6 +425,7 @@ static void accept_all(int ep, int lfd)
         c->closing = false;
         c->inlen = 0;
         c->body_left = 0;
+        c->pend = false;
         c->qhead = c->qlen = 0;
         struct epoll_event e = { .events = c->events, .data.ptr = c };
         if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &e) < 0) {

@@ -8,6 +8,7 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -15,34 +16,36 @@ int rlb_conns_init(struct rlb_worker *w, uint32_t count)
 {
     if (count > RLB_MAX_SLOTS)
         count = RLB_MAX_SLOTS;
-    w->conns = aligned_alloc(RLB_CACHELINE, ((sizeof(struct rlb_conn) * count) + RLB_CACHELINE - 1) &
-                                                ~(size_t)(RLB_CACHELINE - 1));
-    if (!w->conns)
-        return -ENOMEM;
-    memset(w->conns, 0, sizeof(struct rlb_conn) * count);
+    /* Mapped, never touched up front: slots are handed out from a high-water
+     * mark, so memory grows with the connections actually open, not with
+     * max_connections. Page alignment is also cache-line alignment. */
+    void *mem = mmap(NULL, sizeof(struct rlb_conn) * count, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED)
+        return -errno;
+    w->conns = mem;
     w->num_conns = count;
-    for (uint32_t i = 0; i < count; i++) {
-        w->conns[i].fd = -1;
-        w->conns[i].peer = i + 1 < count ? i + 1 : RLB_SLOT_NONE;
-        w->conns[i].timer.prev = w->conns[i].timer.next = RLB_SLOT_NONE;
-    }
-    w->free_head = 0;
+    w->slot_hwm = 0;
+    w->free_head = RLB_SLOT_NONE;
     return 0;
 }
 
 void rlb_conns_destroy(struct rlb_worker *w)
 {
-    free(w->conns);
+    if (w->conns)
+        munmap(w->conns, sizeof(struct rlb_conn) * w->num_conns);
     w->conns = NULL;
 }
 
 struct rlb_conn *rlb_conn_alloc(struct rlb_worker *w, enum rlb_conn_kind kind, int fd)
 {
     uint32_t s = w->free_head;
-    if (s == RLB_SLOT_NONE)
+    if (s != RLB_SLOT_NONE)
+        w->free_head = w->conns[s].peer;
+    else if (w->slot_hwm < w->num_conns)
+        s = w->slot_hwm++;
+    else
         return NULL;
     struct rlb_conn *c = &w->conns[s];
-    w->free_head = c->peer;
     uint32_t gen = c->gen;
     memset(c, 0, sizeof(*c));
     c->gen = gen;

@@ -1019,7 +1019,7 @@ void rlb_proxy_timeout(struct rlb_worker *w, struct rlb_conn *c, enum rlb_timer_
 void rlb_proxy_drain(struct rlb_worker *w)
 {
     rlb_upstream_close_idle(w);
-    for (uint32_t i = 0; i < w->num_conns; i++) {
+    for (uint32_t i = 0; i < w->slot_hwm; i++) {
         struct rlb_conn *c = &w->conns[i];
         if (c->kind == RLB_CONN_CLIENT && c->state == RLB_CS_HEAD && c->inq_bytes == 0 && !c->txn)
             close_client(w, c, false);
@@ -1028,7 +1028,7 @@ void rlb_proxy_drain(struct rlb_worker *w)
 
 void rlb_proxy_abort_all(struct rlb_worker *w)
 {
-    for (uint32_t i = 0; i < w->num_conns; i++) {
+    for (uint32_t i = 0; i < w->slot_hwm; i++) {
         struct rlb_conn *c = &w->conns[i];
         if (c->kind == RLB_CONN_CLIENT)
             close_client(w, c, true);

@@ -170,7 +170,8 @@ struct rlb_worker {
 
     struct rlb_conn *conns;
     uint32_t num_conns;
-    uint32_t free_head;                /* free slot list, linked through peer */
+    uint32_t free_head;                /* freed slots, linked through peer */
+    uint32_t slot_hwm;                 /* slots at and above this were never used */
     uint32_t live_clients;
     uint32_t live_conns;
 

@@ -98,6 +98,19 @@ class KeepAliveTest(H.ProxyTestCase):
             self.assertEqual(r.status, 200)
             self.assertTrue(c.peer_closed(3), "proxy kept the connection after Connection: close")
 
+    def test_pipelined_requests_after_close_not_served(self):
+        b, port = self.start()
+        with H.Client(port) as c:
+            c.send(H.build_request("GET", "/pc0") +
+                   H.build_request("GET", "/pc1", headers=[("Connection", "close")]) +
+                   H.build_request("GET", "/pc2"))
+            self.assertEqual(c.read_response().json()["target"], "/pc0")
+            self.assertEqual(c.read_response().json()["target"], "/pc1")
+            self.assertTrue(c.peer_closed(3), "connection not closed after Connection: close")
+            self.assertEqual(bytes(c.r.buf), b"", "a request after Connection: close was answered")
+        time.sleep(0.1)
+        self.assertEqual([r["target"] for r in b.requests], ["/pc0", "/pc1"])
+
     def test_backend_connection_close(self):
         b, port = self.start(close_after=True)
         with H.Client(port) as c:
