@@ -207,7 +207,7 @@ static int set_defaults(struct rlb_config *cfg, struct rlb_listener_cfg *l, stru
         cfg->timeouts.body_idle = 60000;
         cfg->timeouts.drain = 10000;
         cfg->buffers.count = 1024;
-        cfg->buffers.size = 16384;
+        cfg->buffers.size = 32768;
         cfg->max_connections = 16384;
         if ((cfg->via_name = strdup("ringlb")) == NULL)
             return -1;

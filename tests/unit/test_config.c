@@ -193,7 +193,7 @@ Test(config_load, defaults)
     cr_expect_eq(cfg->timeouts.body_idle, 60000);
     cr_expect_eq(cfg->timeouts.drain, 10000);
     cr_expect_eq(cfg->buffers.count, 1024);
-    cr_expect_eq(cfg->buffers.size, 16384);
+    cr_expect_eq(cfg->buffers.size, 32768);
     cr_assert_eq(cfg->num_listeners, 1);
     cr_expect_str_eq(cfg->listeners[0].name, "listener0");
     cr_expect_eq(cfg->listeners[0].backlog, 4096);
