@@ -417,6 +417,23 @@ static bool relay_request_body(struct rlb_worker *w, struct rlb_conn *c)
     return false;
 }
 
+/* Whether parsing <len> bytes could give anything but "incomplete": a head
+ * terminator arrived, or a limit is crossed. Only the new bytes are searched,
+ * so a head trickling in byte by byte (slowloris) costs linear work, not a
+ * full re-parse per byte. A bare-LF terminator counts too: the parser then
+ * rejects it at once instead of waiting for the header timeout. */
+static bool head_may_be_complete(struct rlb_worker *w, struct rlb_conn *c, const char *p, size_t len)
+{
+    const struct rlb_http_limits *lim = &w->cfg->limits;
+    size_t from = c->head_scanned > 3 ? c->head_scanned - 3 : 0;
+    if (from < len && (memmem(p + from, len - from, "\n\r\n", 3) || memmem(p + from, len - from, "\n\n", 2)))
+        return true;
+    c->head_scanned = (uint32_t)len;
+    if (len > lim->max_head_size)
+        return true;
+    return len > lim->max_request_line && !memchr(p, '\n', lim->max_request_line);
+}
+
 /* Parses a head at the front of c's input, merging buffers when a head
  * arrived in several pieces. */
 static int parse_head(struct rlb_worker *w, struct rlb_conn *c, bool request, void *msg, int method)
@@ -426,12 +443,17 @@ static int parse_head(struct rlb_worker *w, struct rlb_conn *c, bool request, vo
         struct rlb_seg *seg = &w->bufs.segs[id];
         const char *p = rlb_buf_ptr(&w->bufs, id) + seg->off;
         int rc;
+        if (seg->next == RLB_BUF_NONE && !head_may_be_complete(w, c, p, seg->len))
+            return RLB_HTTP_INCOMPLETE;
         if (request)
             rc = rlb_http1_parse_request(p, seg->len, &w->cfg->limits, msg);
         else
             rc = rlb_http1_parse_response(p, seg->len, &w->cfg->limits, method, msg);
-        if (rc != RLB_HTTP_INCOMPLETE || seg->next == RLB_BUF_NONE)
+        if (rc != RLB_HTTP_INCOMPLETE || seg->next == RLB_BUF_NONE) {
+            if (rc != RLB_HTTP_INCOMPLETE)
+                c->head_scanned = 0;
             return rc;
+        }
         if (rlb_conn_inq_linearize(w, c) < 0) {
             if (request) {
                 struct rlb_http_request *req = msg;
@@ -456,6 +478,7 @@ static void skip_empty_lines(struct rlb_worker *w, struct rlb_conn *c)
         if (n == 0)
             return;
         rlb_conn_inq_consume(w, c, n);
+        c->head_scanned = 0;
     }
 }
 

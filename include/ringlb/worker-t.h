@@ -110,6 +110,7 @@ struct rlb_conn {
     int32_t inq_head;
     int32_t inq_tail;
     uint32_t inq_bytes;
+    uint32_t head_scanned; /* bytes of a pending head known to hold no terminator yet */
     uint8_t ip_len;
     char ip[47];        /* client: peer address as text, filled on the first request */
 
