@@ -964,7 +964,8 @@ void rlb_proxy_connected(struct rlb_worker *w, struct rlb_conn *u, int res)
     }
     const struct rlb_backend_cfg *be = &w->cfg->pools[u->pool].backends[u->backend];
     w->stats.upstream_connect_failures++;
-    rlb_log_warn("connect to %s: %s", be->addr.text, strerror(-res));
+    /* A cancelled connect is one our connect timer gave up on. */
+    rlb_log_warn("connect to %s: %s", be->addr.text, res == -ECANCELED ? "timed out" : strerror(-res));
     if (!c) {
         close_upstream(w, u, true);
         return;
