@@ -1,0 +1,56 @@
+/* Private to the proxy state machine, split in three files: proxy.c (events,
+ * closing, errors), proxy_request.c (client side: request heads and bodies),
+ * proxy_response.c (upstream side: response heads and bodies, tunnels). */
+#ifndef RINGLB_PROXY_INTERNAL_H
+#define RINGLB_PROXY_INTERNAL_H
+
+#include <ringlb/conn.h>
+#include <ringlb/http1-t.h>
+#include <ringlb/timer.h>
+#include <ringlb/worker-t.h>
+
+/* Backpressure: a connection stops receiving when this much of its input
+ * waits to be relayed, and relaying stops while the other side's send queue
+ * holds this much. Together they bound a connection's buffer use whatever
+ * the speed difference between client and backend. */
+#define INQ_HIGH (128u * 1024)
+#define OUTQ_HIGH (256u * 1024)
+
+static inline uint32_t slot(const struct rlb_worker *w, const struct rlb_conn *c)
+{
+    return rlb_conn_slot(w, c);
+}
+
+static inline void arm(struct rlb_worker *w, struct rlb_conn *c, enum rlb_timer_kind kind)
+{
+    rlb_timer_arm(&w->timers, w->conns, slot(w, c), kind);
+}
+
+/* proxy.c: shared by both sides */
+struct rlb_str rlb__proxy_via_line(const struct rlb_worker *w);
+struct rlb_txn *rlb__proxy_txn_get(struct rlb_worker *w);
+void rlb__proxy_txn_put(struct rlb_worker *w, struct rlb_conn *c);
+void rlb__proxy_release_replay(struct rlb_worker *w, struct rlb_txn *t);
+void rlb__proxy_unlink_pair(struct rlb_worker *w, struct rlb_conn *c);
+void rlb__proxy_close_upstream(struct rlb_worker *w, struct rlb_conn *u, bool abort);
+void rlb__proxy_close_client(struct rlb_worker *w, struct rlb_conn *c, bool abort);
+void rlb__proxy_close_client_after_send(struct rlb_worker *w, struct rlb_conn *c);
+void rlb__proxy_send_error(struct rlb_worker *w, struct rlb_conn *c, int status);
+int rlb__proxy_parse_head(struct rlb_worker *w, struct rlb_conn *c, bool request, void *msg, int method);
+void rlb__proxy_resume_recv(struct rlb_worker *w, struct rlb_conn *c);
+
+/* proxy_request.c: the client side */
+void rlb__proxy_client_process(struct rlb_worker *w, struct rlb_conn *c);
+struct rlb_conn *rlb__proxy_acquire_upstream(struct rlb_worker *w, struct rlb_conn *c, struct rlb_txn *t);
+int rlb__proxy_emit_request(struct rlb_worker *w, struct rlb_conn *c, struct rlb_conn *u, int32_t bid,
+                            const char *head, const struct rlb_http_request *req);
+void rlb__proxy_start_upstream_io(struct rlb_worker *w, struct rlb_conn *u);
+bool rlb__proxy_replay_request(struct rlb_worker *w, struct rlb_conn *c, struct rlb_conn *u);
+
+/* proxy_response.c: the upstream side */
+void rlb__proxy_upstream_process(struct rlb_worker *w, struct rlb_conn *u);
+void rlb__proxy_upstream_failed(struct rlb_worker *w, struct rlb_conn *u, int status);
+void rlb__proxy_response_done(struct rlb_worker *w, struct rlb_conn *c, struct rlb_conn *u);
+void rlb__proxy_relay_tunnel(struct rlb_worker *w, struct rlb_conn *from);
+
+#endif

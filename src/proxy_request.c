@@ -1,0 +1,368 @@
+/* Client side of the proxy: request heads, routing, backend choice, request bodies. */
+#include <ringlb/buf.h>
+#include <ringlb/conn.h>
+#include <ringlb/http1.h>
+#include <ringlb/http1_emit.h>
+#include <ringlb/lb.h>
+#include <ringlb/log.h>
+#include <ringlb/proxy.h>
+#include <ringlb/route.h>
+#include <ringlb/timer.h>
+#include <ringlb/upstream.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "proxy_internal.h"
+
+static const struct rlb_str proto_http = {"http", 4};
+
+static void fill_client_ip(struct rlb_conn *c)
+{
+    if (c->ip_len)
+        return;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    const char *r = NULL;
+    if (getpeername(c->fd, (struct sockaddr *)&ss, &len) == 0) {
+        if (ss.ss_family == AF_INET) {
+            r = inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, c->ip, sizeof(c->ip));
+        } else if (ss.ss_family == AF_INET6) {
+            struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+            /* A v4 client on a dual-stack listener is a v4 client. */
+            if (IN6_IS_ADDR_V4MAPPED(a))
+                r = inet_ntop(AF_INET, &a->s6_addr[12], c->ip, sizeof(c->ip));
+            else
+                r = inet_ntop(AF_INET6, a, c->ip, sizeof(c->ip));
+        }
+    }
+    if (!r)
+        strcpy(c->ip, "unknown");
+    c->ip_len = (uint8_t)strlen(c->ip);
+}
+
+/* Picks a backend this request has not tried and gets a connection to it:
+ * an idle pooled one when there is one, else a new connect. */
+struct rlb_conn *rlb__proxy_acquire_upstream(struct rlb_worker *w, struct rlb_conn *c, struct rlb_txn *t)
+{
+    struct rlb_pool_state *ps = &w->pools[t->pool];
+    uint32_t n = ps->lb.num_backends;
+    uint32_t max_tries = n < RLB_TXN_MAX_TRIES ? n : RLB_TXN_MAX_TRIES;
+    while (t->tries < max_tries) {
+        uint64_t exclude[RLB_LB_MAX_EXCLUDE_WORDS] = {0};
+        for (uint32_t i = 0; i < t->tries; i++)
+            exclude[t->tried[i] / 64] |= 1ull << (t->tried[i] % 64);
+        int b = rlb_lb_pick(&ps->lb, exclude);
+        if (b < 0)
+            return NULL;
+        t->tried[t->tries++] = b;
+        t->backend = b;
+        struct rlb_conn *u = rlb_upstream_take_idle(w, t->pool, (uint32_t)b);
+        if (u) {
+            w->stats.upstream_reused++;
+        } else {
+            u = rlb_upstream_connect(w, t->pool, (uint32_t)b);
+            if (!u) {
+                rlb_log_warn("socket for backend %s: %s", w->cfg->pools[t->pool].backends[b].addr.text,
+                             strerror(errno));
+                continue;
+            }
+        }
+        u->peer = slot(w, c);
+        c->peer = slot(w, u);
+        return u;
+    }
+    return NULL;
+}
+
+int rlb__proxy_emit_request(struct rlb_worker *w, struct rlb_conn *c, struct rlb_conn *u, int32_t bid,
+                            const char *head, const struct rlb_http_request *req)
+{
+    struct rlb_txn *t = c->txn;
+    const struct rlb_pool_cfg *pool = &w->cfg->pools[t->pool];
+    const char *backend_text = pool->backends[t->backend].addr.text;
+    struct rlb_req_emit opt = {
+        .route = t->route,
+        .client_ip = {c->ip, c->ip_len},
+        .via_line = rlb__proxy_via_line(w),
+        .proto = proto_http,
+        .default_host = {backend_text, strlen(backend_text)},
+        .upstream_keepalive = pool->keepalive_max_idle > 0 && !(t->flags & RLB_TF_UPGRADE),
+    };
+    struct rlb_outq *q = rlb_conn_outq(w, u);
+    if (!q)
+        return -1;
+    return rlb_http1_emit_request(q, &w->bufs, bid, head, req, &opt);
+}
+
+void rlb__proxy_start_upstream_io(struct rlb_worker *w, struct rlb_conn *u)
+{
+    if (u->state == RLB_US_CONNECTING)
+        return; /* the connect completion sends and arms */
+    arm(w, u, RLB_TIMER_UPSTREAM_RESPONSE);
+    rlb_conn_arm_recv(w, u);
+    rlb_conn_flush(w, u);
+}
+
+static bool idempotent(uint8_t method)
+{
+    switch (method) {
+    case RLB_METHOD_GET:
+    case RLB_METHOD_HEAD:
+    case RLB_METHOD_OPTIONS:
+    case RLB_METHOD_TRACE:
+    case RLB_METHOD_PUT:
+    case RLB_METHOD_DELETE:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* A whole, valid request head is at the front of c's input. */
+static bool start_request(struct rlb_worker *w, struct rlb_conn *c, const struct rlb_http_request *req)
+{
+    int32_t bid = c->inq_head;
+    const char *head = rlb_buf_ptr(&w->bufs, bid) + w->bufs.segs[bid].off;
+    w->stats.requests++;
+    struct rlb_txn *t = rlb__proxy_txn_get(w);
+    if (!t) {
+        rlb__proxy_send_error(w, c, 503);
+        return false;
+    }
+    c->txn = t;
+    t->method = req->method_id;
+    t->req_body = req->body;
+    t->req_remaining = req->content_length;
+    rlb_chunked_init(&t->req_chunked);
+    if (req->minor_version == 0) {
+        t->flags |= RLB_TF_CLIENT_HTTP10;
+        if (!(req->flags & RLB_MSG_CONN_KEEPALIVE))
+            t->flags |= RLB_TF_CLIENT_CLOSE;
+    }
+    if ((req->flags & RLB_MSG_CONN_CLOSE) || w->draining)
+        t->flags |= RLB_TF_CLIENT_CLOSE;
+    if (req->flags & RLB_MSG_UPGRADE)
+        t->flags |= RLB_TF_UPGRADE;
+
+    if (req->method_id == RLB_METHOD_CONNECT) {
+        rlb__proxy_send_error(w, c, 405);
+        return false;
+    }
+    struct rlb_str host = req->host;
+    struct rlb_str path = req->target;
+    rlb_route_split_target(req->target.ptr, req->target.len, &host, &path);
+    t->route = rlb_route_find(w->cfg, c->listener, host.ptr, host.len, path.ptr, path.len);
+    if (!t->route) {
+        rlb__proxy_send_error(w, c, 404);
+        return false;
+    }
+    t->pool = t->route->pool;
+    fill_client_ip(c);
+
+    struct rlb_conn *u = rlb__proxy_acquire_upstream(w, c, t);
+    if (!u) {
+        rlb__proxy_send_error(w, c, 503);
+        return false;
+    }
+    if (rlb__proxy_emit_request(w, c, u, bid, head, req) < 0) {
+        rlb__proxy_send_error(w, c, 431);
+        return false;
+    }
+    if (req->body == RLB_BODY_NONE && idempotent(req->method_id) && !(t->flags & RLB_TF_UPGRADE)) {
+        /* Kept so the request can go out again if a pooled connection turns
+         * out to have been closed by the backend meanwhile. */
+        t->flags |= RLB_TF_REPLAYABLE;
+        t->replay_bid = bid;
+        t->replay_head = head;
+        t->replay_len = req->head_len;
+        rlb_buf_ref(&w->bufs, bid);
+    }
+    rlb_conn_inq_consume(w, c, req->head_len);
+    if (req->body == RLB_BODY_NONE) {
+        t->flags |= RLB_TF_REQ_DONE;
+        c->state = RLB_CS_WAIT;
+        rlb_timer_cancel(&w->timers, w->conns, slot(w, c));
+    } else {
+        c->state = RLB_CS_REQ_BODY;
+        arm(w, c, RLB_TIMER_BODY_IDLE);
+    }
+    rlb__proxy_start_upstream_io(w, u);
+    return true;
+}
+
+/* Moves request body bytes from the client's input to the upstream queue.
+ * Returns true when the body is complete. */
+static bool relay_request_body(struct rlb_worker *w, struct rlb_conn *c)
+{
+    struct rlb_txn *t = c->txn;
+    struct rlb_conn *u = rlb_conn_peer(w, c);
+    if (!u) {
+        /* The upstream went away (its response ended early): drop input. */
+        rlb_conn_inq_clear(w, c);
+        return false;
+    }
+    struct rlb_outq *q = rlb_conn_outq(w, u);
+    if (!q) {
+        rlb__proxy_send_error(w, c, 503);
+        return false;
+    }
+    bool done = false;
+    bool progress = false;
+    while (c->inq_head != RLB_BUF_NONE && !done) {
+        if (q->queued_bytes >= OUTQ_HIGH || !rlb_outq_room(q, 4, 24))
+            break;
+        int32_t id = c->inq_head;
+        struct rlb_seg *seg = &w->bufs.segs[id];
+        const char *p = rlb_buf_ptr(&w->bufs, id) + seg->off;
+        if (t->req_body == RLB_BODY_LENGTH) {
+            uint32_t n = seg->len < t->req_remaining ? seg->len : (uint32_t)t->req_remaining;
+            rlb_outq_push_buf(q, &w->bufs, id, p, n);
+            rlb_conn_inq_consume(w, c, n);
+            t->req_remaining -= n;
+            done = t->req_remaining == 0;
+        } else {
+            size_t consumed = 0, dlen = 0;
+            const char *data = NULL;
+            int rc = rlb_chunked_decode(&t->req_chunked, p, seg->len, &consumed, &data, &dlen);
+            if (rc == RLB_CHUNKED_ERROR) {
+                w->stats.parse_errors++;
+                rlb_log_debug("bad chunked request body: %s", t->req_chunked.error_reason);
+                rlb__proxy_send_error(w, c, 400);
+                return false;
+            }
+            if (rc == RLB_CHUNKED_DATA) {
+                rlb_http1_emit_chunk_header(q, dlen);
+                rlb_outq_push_buf(q, &w->bufs, id, data, dlen);
+                rlb_outq_push_static(q, "\r\n", 2);
+            } else if (rc == RLB_CHUNKED_DONE) {
+                rlb_outq_push_static(q, "0\r\n\r\n", 5);
+                done = true;
+            }
+            rlb_conn_inq_consume(w, c, (uint32_t)consumed);
+        }
+        progress = true;
+    }
+    if (progress) {
+        arm(w, c, RLB_TIMER_BODY_IDLE);
+        if (u->state == RLB_US_ACTIVE)
+            arm(w, u, RLB_TIMER_UPSTREAM_RESPONSE);
+        rlb_conn_flush(w, u);
+    }
+    if (done) {
+        t->flags |= RLB_TF_REQ_DONE;
+        c->state = RLB_CS_WAIT;
+        rlb_timer_cancel(&w->timers, w->conns, slot(w, c));
+        return true;
+    }
+    if ((c->flags & RLB_CF_EOF) && c->inq_head == RLB_BUF_NONE) {
+        /* The client stopped in the middle of its body: nothing sensible can
+         * reach the backend any more. */
+        rlb__proxy_close_client(w, c, true);
+    }
+    return false;
+}
+
+static void skip_empty_lines(struct rlb_worker *w, struct rlb_conn *c)
+{
+    /* RFC 9112 2.2: ignore empty lines before a request line (some clients
+     * send an extra CRLF after a POST body). */
+    while (c->inq_head != RLB_BUF_NONE) {
+        struct rlb_seg *seg = &w->bufs.segs[c->inq_head];
+        const char *p = rlb_buf_ptr(&w->bufs, c->inq_head) + seg->off;
+        uint32_t n = 0;
+        while (n < seg->len && (p[n] == '\r' || p[n] == '\n'))
+            n++;
+        if (n == 0)
+            return;
+        rlb_conn_inq_consume(w, c, n);
+        c->head_scanned = 0;
+    }
+}
+
+/* Returns true when a request started (the state changed). */
+static bool read_request_head(struct rlb_worker *w, struct rlb_conn *c)
+{
+    skip_empty_lines(w, c);
+    if (c->inq_head == RLB_BUF_NONE)
+        return false;
+    if (c->timer.kind != RLB_TIMER_CLIENT_HEADER)
+        arm(w, c, RLB_TIMER_CLIENT_HEADER);
+    struct rlb_http_request req;
+    req.headers = w->hdr_scratch;
+    req.max_headers_capacity = w->hdr_capacity;
+    int rc = rlb__proxy_parse_head(w, c, true, &req, 0);
+    if (rc == RLB_HTTP_INCOMPLETE)
+        return false;
+    if (rc == RLB_HTTP_ERROR) {
+        w->stats.parse_errors++;
+        rlb_log_debug("rejected request from slot %u: %d %s", slot(w, c), req.error_status,
+                      req.error_reason ? req.error_reason : "");
+        rlb__proxy_send_error(w, c, req.error_status ? req.error_status : 400);
+        return false;
+    }
+    return start_request(w, c, &req);
+}
+
+bool rlb__proxy_replay_request(struct rlb_worker *w, struct rlb_conn *c, struct rlb_conn *u)
+{
+    struct rlb_txn *t = c->txn;
+    struct rlb_http_request req;
+    req.headers = w->hdr_scratch;
+    req.max_headers_capacity = w->hdr_capacity;
+    if (rlb_http1_parse_request(t->replay_head, t->replay_len, &w->cfg->limits, &req) <= 0)
+        return false;
+    rlb__proxy_close_upstream(w, u, true);
+    struct rlb_conn *nu = rlb_upstream_connect(w, t->pool, (uint32_t)t->backend);
+    if (!nu)
+        return false;
+    nu->peer = slot(w, c);
+    c->peer = slot(w, nu);
+    int32_t bid = t->replay_bid;
+    if (rlb__proxy_emit_request(w, c, nu, bid, t->replay_head, &req) < 0)
+        return false;
+    /* The retried request must not be retried again. */
+    rlb__proxy_release_replay(w, t);
+    t->flags &= (uint16_t)~RLB_TF_REPLAYABLE;
+    w->stats.upstream_retries++;
+    return true;
+}
+
+void rlb__proxy_client_process(struct rlb_worker *w, struct rlb_conn *c)
+{
+    for (;;) {
+        switch (c->state) {
+        case RLB_CS_HEAD:
+            if (!read_request_head(w, c)) {
+                if (c->state == RLB_CS_HEAD && (c->flags & RLB_CF_EOF)) {
+                    rlb__proxy_close_client(w, c, false);
+                    return;
+                }
+                goto out;
+            }
+            break;
+        case RLB_CS_REQ_BODY:
+            if (!relay_request_body(w, c))
+                goto out;
+            break;
+        case RLB_CS_WAIT:
+            goto out;
+        case RLB_CS_TUNNEL:
+            rlb__proxy_relay_tunnel(w, c);
+            goto out;
+        case RLB_CS_LINGER:
+            rlb_conn_inq_clear(w, c);
+            if (c->flags & RLB_CF_EOF)
+                rlb_conn_close(w, c, false);
+            goto out;
+        default:
+            return;
+        }
+    }
+out:
+    if (c->state != RLB_CS_CLOSING)
+        rlb__proxy_resume_recv(w, c);
+}
