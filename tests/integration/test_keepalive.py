@@ -136,5 +136,62 @@ class KeepAliveTest(H.ProxyTestCase):
         self.assertEqual(len(b.completed()), 10)
 
 
+    def pool_config(self, port, backend, **keepalive):
+        return {
+            "workers": 1,
+            "listeners": [{"address": "127.0.0.1:%d" % port}],
+            "pools": [{"name": "p", "keepalive": keepalive, "backends": [backend.address]}],
+            "vhosts": [{"hosts": ["*"], "routes": [{"path": "/", "pool": "p"}]}],
+        }
+
+    def wait_established(self, port, want, timeout=3.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if H.tcp_port_stats(port)[1] == want:
+                return True
+            time.sleep(0.02)
+        return H.tcp_port_stats(port)[1] == want
+
+    def test_pool_keeps_at_most_max_idle(self):
+        b = self.backend("echo", delay=0.3)
+        port = H.free_port()
+        self.proxy(self.pool_config(port, b, max_idle=1, idle_timeout="30s"))
+        clients = [H.Client(port) for _ in range(3)]
+        try:
+            for i, c in enumerate(clients):
+                c.send(H.build_request("GET", "/par%d" % i))
+            for c in clients:
+                self.assertEqual(c.read_response().status, 200)
+        finally:
+            for c in clients:
+                c.close()
+        self.assertEqual(b.conn_count, 3, "three requests at once need three upstream connections")
+        self.assertTrue(self.wait_established(b.port, 1),
+                        "max_idle 1: one idle upstream connection kept, %d open" % H.tcp_port_stats(b.port)[1])
+        self.assertEqual(H.get_once(port, "/again").status, 200)
+        self.assertEqual(b.conn_count, 3, "the kept connection is reused")
+
+    def test_pool_idle_timeout_closes_upstream(self):
+        b = self.backend("echo")
+        port = H.free_port()
+        self.proxy(self.pool_config(port, b, max_idle=8, idle_timeout="300ms"))
+        self.assertEqual(H.get_once(port, "/one").status, 200)
+        self.assertTrue(self.wait_established(b.port, 1, timeout=0.2), "kept idle after the response")
+        self.assertTrue(self.wait_established(b.port, 0, timeout=3.0), "closed after idle_timeout")
+        self.assertEqual(H.get_once(port, "/two").status, 200)
+        self.assertEqual(b.conn_count, 2)
+
+    def test_pool_disabled_with_max_idle_zero(self):
+        b = self.backend("echo")
+        port = H.free_port()
+        self.proxy(self.pool_config(port, b, max_idle=0))
+        with H.Client(port) as c:
+            for i in range(3):
+                r = c.request("GET", "/z%d" % i)
+                self.assertEqual(r.status, 200)
+                self.assertIn("close", [v.lower() for n, v in r.json()["headers"] if n.lower() == "connection"])
+        self.assertEqual(b.conn_count, 3)
+
+
 if __name__ == "__main__":
     H.main()
