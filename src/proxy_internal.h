@@ -21,7 +21,7 @@ static inline uint32_t slot(const struct rlb_worker *w, const struct rlb_conn *c
     return rlb_conn_slot(w, c);
 }
 
-static inline void arm(struct rlb_worker *w, struct rlb_conn *c, enum rlb_timer_kind kind)
+static inline void arm(struct rlb_worker *w, struct rlb_conn *c, uint32_t kind)
 {
     rlb_timer_arm(&w->timers, w->conns, slot(w, c), kind);
 }

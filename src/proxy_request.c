@@ -289,7 +289,7 @@ static bool read_request_head(struct rlb_worker *w, struct rlb_conn *c)
     skip_empty_lines(w, c);
     if (c->inq_head == RLB_BUF_NONE)
         return false;
-    if (c->timer.kind != RLB_TIMER_CLIENT_HEADER)
+    if (c->timer.list != RLB_TIMER_CLIENT_HEADER)
         arm(w, c, RLB_TIMER_CLIENT_HEADER);
     struct rlb_http_request req;
     req.headers = w->hdr_scratch;

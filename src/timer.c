@@ -1,6 +1,8 @@
 #include <ringlb/timer.h>
 #include <ringlb/worker-t.h>
 
+#include <errno.h>
+#include <stdlib.h>
 #include <time.h>
 
 uint64_t rlb_now_ms(void)
@@ -10,21 +12,33 @@ uint64_t rlb_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-void rlb_timers_init(struct rlb_timers *t, const uint32_t durations_ms[RLB_TIMER__COUNT])
+int rlb_timers_init(struct rlb_timers *t, const uint32_t *durations_ms, uint32_t num_lists)
 {
-    for (int k = 0; k < RLB_TIMER__COUNT; k++) {
+    t->lists = calloc(num_lists, sizeof(*t->lists));
+    if (!t->lists)
+        return -ENOMEM;
+    t->num_lists = num_lists;
+    for (uint32_t k = 0; k < num_lists; k++) {
         t->lists[k].head = t->lists[k].tail = RLB_SLOT_NONE;
         t->lists[k].duration_ms = durations_ms[k];
     }
     t->now_ms = rlb_now_ms();
+    return 0;
+}
+
+void rlb_timers_destroy(struct rlb_timers *t)
+{
+    free(t->lists);
+    t->lists = NULL;
+    t->num_lists = 0;
 }
 
 void rlb_timer_cancel(struct rlb_timers *t, struct rlb_conn *base, uint32_t slot)
 {
     struct rlb_timer_node *n = &base[slot].timer;
-    if (n->kind == RLB_TIMER_NONE)
+    if (n->list == RLB_TIMER_NONE)
         return;
-    struct rlb_timer_list *l = &t->lists[n->kind];
+    struct rlb_timer_list *l = &t->lists[n->list];
     if (n->prev != RLB_SLOT_NONE)
         base[n->prev].timer.next = n->next;
     else
@@ -33,16 +47,16 @@ void rlb_timer_cancel(struct rlb_timers *t, struct rlb_conn *base, uint32_t slot
         base[n->next].timer.prev = n->prev;
     else
         l->tail = n->prev;
-    n->kind = RLB_TIMER_NONE;
+    n->list = RLB_TIMER_NONE;
     n->prev = n->next = RLB_SLOT_NONE;
 }
 
-void rlb_timer_arm(struct rlb_timers *t, struct rlb_conn *base, uint32_t slot, enum rlb_timer_kind kind)
+void rlb_timer_arm(struct rlb_timers *t, struct rlb_conn *base, uint32_t slot, uint32_t list)
 {
     rlb_timer_cancel(t, base, slot);
-    struct rlb_timer_list *l = &t->lists[kind];
+    struct rlb_timer_list *l = &t->lists[list];
     struct rlb_timer_node *n = &base[slot].timer;
-    n->kind = (uint8_t)kind;
+    n->list = (uint16_t)list;
     n->deadline_ms = t->now_ms + l->duration_ms;
     n->next = RLB_SLOT_NONE;
     n->prev = l->tail;
@@ -53,12 +67,12 @@ void rlb_timer_arm(struct rlb_timers *t, struct rlb_conn *base, uint32_t slot, e
     l->tail = slot;
 }
 
-uint32_t rlb_timer_pop_expired(struct rlb_timers *t, struct rlb_conn *base, enum rlb_timer_kind *kind)
+uint32_t rlb_timer_pop_expired(struct rlb_timers *t, struct rlb_conn *base, uint32_t *list)
 {
-    for (int k = 1; k < RLB_TIMER__COUNT; k++) {
+    for (uint32_t k = 1; k < t->num_lists; k++) {
         uint32_t s = t->lists[k].head;
         if (s != RLB_SLOT_NONE && base[s].timer.deadline_ms <= t->now_ms) {
-            *kind = (enum rlb_timer_kind)k;
+            *list = k;
             rlb_timer_cancel(t, base, s);
             return s;
         }
@@ -69,7 +83,7 @@ uint32_t rlb_timer_pop_expired(struct rlb_timers *t, struct rlb_conn *base, enum
 int64_t rlb_timer_next_ms(const struct rlb_timers *t, const struct rlb_conn *base)
 {
     int64_t best = -1;
-    for (int k = 1; k < RLB_TIMER__COUNT; k++) {
+    for (uint32_t k = 1; k < t->num_lists; k++) {
         uint32_t s = t->lists[k].head;
         if (s == RLB_SLOT_NONE)
             continue;

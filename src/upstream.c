@@ -91,7 +91,7 @@ bool rlb_upstream_park(struct rlb_worker *w, struct rlb_conn *u)
         w->conns[bs->idle_head].idle_prev = s;
     bs->idle_head = s;
     bs->idle_count++;
-    rlb_timer_arm(&w->timers, w->conns, s, RLB_TIMER_POOL_IDLE);
+    rlb_timer_arm(&w->timers, w->conns, s, RLB_TIMER_POOL_IDLE + u->pool);
     /* The recv stays posted: it is how a backend closing an idle
      * connection is noticed before a request is sent on it. */
     rlb_conn_arm_recv(w, u);

@@ -58,24 +58,24 @@ static void arm_wake(struct rlb_worker *w)
     io_uring_sqe_set_data64(sqe, rlb_ud(RLB_OP_WAKE, 0, 0));
 }
 
-static void timers_from_config(struct rlb_worker *w)
+static int timers_from_config(struct rlb_worker *w)
 {
     const struct rlb_timeouts_cfg *t = &w->cfg->timeouts;
-    uint32_t pool_idle = 60000;
-    for (uint32_t i = 0; i < w->cfg->num_pools; i++)
-        if (i == 0 || w->cfg->pools[i].keepalive_idle_timeout_ms < pool_idle)
-            pool_idle = w->cfg->pools[i].keepalive_idle_timeout_ms;
-    uint32_t d[RLB_TIMER__COUNT] = {
-        [RLB_TIMER_CLIENT_HEADER] = t->client_header,
-        [RLB_TIMER_CLIENT_KEEPALIVE] = t->client_keepalive,
-        [RLB_TIMER_BODY_IDLE] = t->body_idle,
-        [RLB_TIMER_UPSTREAM_CONNECT] = t->upstream_connect,
-        [RLB_TIMER_UPSTREAM_RESPONSE] = t->upstream_response,
-        /* One duration per kind keeps each timer list sorted: pools share the shortest. */
-        [RLB_TIMER_POOL_IDLE] = pool_idle,
-        [RLB_TIMER_LINGER] = 2000,
-    };
-    rlb_timers_init(&w->timers, d);
+    uint32_t n = RLB_TIMER_POOL_IDLE + w->cfg->num_pools;
+    uint32_t *d = calloc(n, sizeof(*d));
+    if (!d)
+        return -ENOMEM;
+    d[RLB_TIMER_CLIENT_HEADER] = t->client_header;
+    d[RLB_TIMER_CLIENT_KEEPALIVE] = t->client_keepalive;
+    d[RLB_TIMER_BODY_IDLE] = t->body_idle;
+    d[RLB_TIMER_UPSTREAM_CONNECT] = t->upstream_connect;
+    d[RLB_TIMER_UPSTREAM_RESPONSE] = t->upstream_response;
+    d[RLB_TIMER_LINGER] = 2000;
+    for (uint32_t p = 0; p < w->cfg->num_pools; p++)
+        d[RLB_TIMER_POOL_IDLE + p] = w->cfg->pools[p].keepalive_idle_timeout_ms;
+    int rc = rlb_timers_init(&w->timers, d, n);
+    free(d);
+    return rc;
 }
 
 static int worker_setup(struct rlb_worker *w)
@@ -125,7 +125,11 @@ static int worker_setup(struct rlb_worker *w)
         snprintf(w->start_msg, sizeof(w->start_msg), "worker %u: %s", w->id, strerror(-rc));
         return rc;
     }
-    timers_from_config(w);
+    rc = timers_from_config(w);
+    if (rc < 0) {
+        snprintf(w->start_msg, sizeof(w->start_msg), "worker %u: %s", w->id, strerror(-rc));
+        return rc;
+    }
     for (uint32_t i = 0; i < cfg->num_listeners; i++) {
         rc = open_listener(&cfg->listeners[i], &w->listeners[i].fd);
         if (rc < 0) {
@@ -308,11 +312,11 @@ static void handle_cqe(struct rlb_worker *w, struct io_uring_cqe *cqe)
 static void expire_timers(struct rlb_worker *w)
 {
     for (;;) {
-        enum rlb_timer_kind kind;
-        uint32_t s = rlb_timer_pop_expired(&w->timers, w->conns, &kind);
+        uint32_t list;
+        uint32_t s = rlb_timer_pop_expired(&w->timers, w->conns, &list);
         if (s == RLB_SLOT_NONE)
             return;
-        rlb_proxy_timeout(w, &w->conns[s], kind);
+        rlb_proxy_timeout(w, &w->conns[s], list >= RLB_TIMER_POOL_IDLE ? RLB_TIMER_POOL_IDLE : list);
         rlb_conn_try_free(w, &w->conns[s]);
     }
 }
@@ -386,6 +390,7 @@ static void worker_teardown(struct rlb_worker *w)
     rlb_proxy_destroy(w);
     rlb_upstream_destroy(w);
     rlb_conns_destroy(w);
+    rlb_timers_destroy(&w->timers);
     free(w->starved);
     w->starved = NULL;
     rlb_bufs_destroy(&w->bufs, w->ring_ready ? &w->ring : NULL);

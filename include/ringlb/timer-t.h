@@ -15,16 +15,15 @@ enum rlb_timer_kind {
     RLB_TIMER_BODY_IDLE,
     RLB_TIMER_UPSTREAM_CONNECT,
     RLB_TIMER_UPSTREAM_RESPONSE,
-    RLB_TIMER_POOL_IDLE,
     RLB_TIMER_LINGER,
-    RLB_TIMER__COUNT
+    RLB_TIMER_POOL_IDLE, /* pool p uses list RLB_TIMER_POOL_IDLE + p: each pool has its own duration */
 };
 
 struct rlb_timer_node {
     uint32_t prev;
     uint32_t next;
     uint64_t deadline_ms;
-    uint8_t kind;
+    uint16_t list; /* RLB_TIMER_NONE when not armed */
 };
 
 struct rlb_timer_list {
@@ -34,7 +33,8 @@ struct rlb_timer_list {
 };
 
 struct rlb_timers {
-    struct rlb_timer_list lists[RLB_TIMER__COUNT];
+    struct rlb_timer_list *lists;
+    uint32_t num_lists;
     uint64_t now_ms; /* cached once per loop turn */
 };
 
