@@ -76,7 +76,7 @@ void rlb_conn_arm_recv(struct rlb_worker *w, struct rlb_conn *c)
         return;
     if (c->kind == RLB_CONN_UPSTREAM && c->state == RLB_US_CLOSING)
         return;
-    struct io_uring_sqe *sqe = rlb_ring_sqe(&w->ring, &w->stats.submits);
+    struct io_uring_sqe *sqe = rlb_ring_sqe(&w->ring, &w->stats.ring);
     /* Multishot with a provided buffer: no buffer is tied to the connection
      * until bytes actually arrive, so idle connections cost no buffer memory. */
     io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
@@ -92,7 +92,7 @@ void rlb_conn_pause_recv(struct rlb_worker *w, struct rlb_conn *c)
 {
     if (!(c->flags & RLB_CF_RECV_ARMED) || (c->flags & RLB_CF_RECV_CANCELING))
         return;
-    struct io_uring_sqe *sqe = rlb_ring_sqe(&w->ring, &w->stats.submits);
+    struct io_uring_sqe *sqe = rlb_ring_sqe(&w->ring, &w->stats.ring);
     io_uring_prep_cancel64(sqe, rlb_ud(RLB_OP_RECV, rlb_conn_slot(w, c), c->gen), 0);
     io_uring_sqe_set_data64(sqe, rlb_ud(RLB_OP_CANCEL, rlb_conn_slot(w, c), c->gen));
     c->flags |= RLB_CF_RECV_CANCELING;
@@ -100,7 +100,7 @@ void rlb_conn_pause_recv(struct rlb_worker *w, struct rlb_conn *c)
 
 void rlb_conn_cancel_connect(struct rlb_worker *w, struct rlb_conn *c)
 {
-    struct io_uring_sqe *sqe = rlb_ring_sqe(&w->ring, &w->stats.submits);
+    struct io_uring_sqe *sqe = rlb_ring_sqe(&w->ring, &w->stats.ring);
     io_uring_prep_cancel64(sqe, rlb_ud(RLB_OP_CONNECT, rlb_conn_slot(w, c), c->gen), 0);
     io_uring_sqe_set_data64(sqe, rlb_ud(RLB_OP_CANCEL, rlb_conn_slot(w, c), c->gen));
 }
@@ -201,7 +201,7 @@ void rlb_conn_flush(struct rlb_worker *w, struct rlb_conn *c)
     if (c->kind == RLB_CONN_UPSTREAM && c->state == RLB_US_CONNECTING)
         return;
     uint32_t n = rlb_outq_prepare_send(q, RLB_OUTQ_PIECES);
-    struct io_uring_sqe *sqe = rlb_ring_sqe(&w->ring, &w->stats.submits);
+    struct io_uring_sqe *sqe = rlb_ring_sqe(&w->ring, &w->stats.ring);
     if (n == 1)
         io_uring_prep_send(sqe, c->fd, q->iov[q->head].iov_base, q->iov[q->head].iov_len, MSG_NOSIGNAL);
     else

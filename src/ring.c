@@ -58,13 +58,14 @@ int rlb_ring_probe(struct io_uring *ring, const char **missing)
     return rc;
 }
 
-struct io_uring_sqe *rlb_ring_sqe(struct io_uring *ring, uint64_t *submits)
+struct io_uring_sqe *rlb_ring_sqe(struct io_uring *ring, struct rlb_ring_counters *counters)
 {
     struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
     while (!sqe) {
         io_uring_submit(ring);
-        (*submits)++;
+        counters->enters++;
         sqe = io_uring_get_sqe(ring);
     }
+    counters->sqes++;
     return sqe;
 }

@@ -58,6 +58,37 @@ static int affinity_cpus(int *cpus, uint32_t max)
     return (int)n;
 }
 
+/* Sums the workers' counters. Workers write theirs without atomics; a
+ * relaxed 64-bit load never sees a torn value, and a snapshot that is a
+ * few events stale across workers is fine for statistics. */
+static void sum_stats(const struct rlb_worker *workers, uint32_t n, struct rlb_worker_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    uint64_t *dst = (uint64_t *)out;
+    for (uint32_t i = 0; i < n; i++) {
+        const uint64_t *src = (const uint64_t *)&workers[i].stats;
+        for (size_t k = 0; k < sizeof(*out) / sizeof(uint64_t); k++)
+            dst[k] += __atomic_load_n(&src[k], __ATOMIC_RELAXED);
+    }
+}
+
+static void log_stats(const struct rlb_worker *workers, uint32_t n, const char *when)
+{
+    struct rlb_worker_stats s;
+    sum_stats(workers, n, &s);
+    rlb_log_info("stats (%s): accepted=%llu requests=%llu responses_1xx=%llu 2xx=%llu 3xx=%llu 4xx=%llu 5xx=%llu "
+                 "parse_errors=%llu upstream_connects=%llu upstream_connect_failures=%llu upstream_reused=%llu "
+                 "upstream_retries=%llu timeouts=%llu enobufs=%llu ring_enters=%llu ring_sqes=%llu bytes_copied=%llu",
+                 when, (unsigned long long)s.accepted, (unsigned long long)s.requests,
+                 (unsigned long long)s.responses[1], (unsigned long long)s.responses[2],
+                 (unsigned long long)s.responses[3], (unsigned long long)s.responses[4],
+                 (unsigned long long)s.responses[5], (unsigned long long)s.parse_errors,
+                 (unsigned long long)s.upstream_connects, (unsigned long long)s.upstream_connect_failures,
+                 (unsigned long long)s.upstream_reused, (unsigned long long)s.upstream_retries,
+                 (unsigned long long)s.timeouts, (unsigned long long)s.enobufs, (unsigned long long)s.ring.enters, (unsigned long long)s.ring.sqes,
+                 (unsigned long long)s.bytes_copied);
+}
+
 uint32_t rlb_server_worker_count(const struct rlb_config *cfg)
 {
     if (cfg->workers)
@@ -82,6 +113,7 @@ int rlb_server_run(const struct rlb_config *cfg, void (*on_ready)(const struct r
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGHUP);
+    sigaddset(&sigs, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &sigs, &old);
     signal(SIGPIPE, SIG_IGN);
 
@@ -131,6 +163,10 @@ int rlb_server_run(const struct rlb_config *cfg, void (*on_ready)(const struct r
             int sig = 0;
             if (sigwait(&sigs, &sig) != 0)
                 continue;
+            if (sig == SIGUSR1) {
+                log_stats(workers, started, "SIGUSR1");
+                continue;
+            }
             if (sig == SIGHUP) {
                 rlb_log_info("SIGHUP ignored: this build reloads configuration only by restart");
                 continue;
@@ -147,15 +183,8 @@ int rlb_server_run(const struct rlb_config *cfg, void (*on_ready)(const struct r
     for (uint32_t i = 0; i < n; i++)
         if (workers[i].wake_fd > 0)
             close(workers[i].wake_fd);
-    if (status == 0) {
-        uint64_t req = 0, acc = 0;
-        for (uint32_t i = 0; i < n; i++) {
-            req += workers[i].stats.requests;
-            acc += workers[i].stats.accepted;
-        }
-        rlb_log_info("stopped: %llu connections, %llu requests served", (unsigned long long)acc,
-                     (unsigned long long)req);
-    }
+    if (status == 0)
+        log_stats(workers, started, "at exit");
     free(workers);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     return status;

@@ -114,7 +114,7 @@ struct rlb_conn *rlb_upstream_connect(struct rlb_worker *w, uint32_t pool, uint3
     u->pool = (uint16_t)pool;
     u->backend = (uint16_t)backend;
     rlb_conn_set_nodelay(u);
-    struct io_uring_sqe *sqe = rlb_ring_sqe(&w->ring, &w->stats.submits);
+    struct io_uring_sqe *sqe = rlb_ring_sqe(&w->ring, &w->stats.ring);
     io_uring_prep_connect(sqe, fd, (const struct sockaddr *)&be->addr.ss, be->addr.len);
     io_uring_sqe_set_data64(sqe, rlb_ud(RLB_OP_CONNECT, rlb_conn_slot(w, u), u->gen));
     u->ops++;

@@ -45,7 +45,7 @@ fail:;
 static void arm_accept(struct rlb_worker *w, uint32_t idx)
 {
     struct rlb_listener_sock *ls = &w->listeners[idx];
-    struct io_uring_sqe *sqe = rlb_ring_sqe(&w->ring, &w->stats.submits);
+    struct io_uring_sqe *sqe = rlb_ring_sqe(&w->ring, &w->stats.ring);
     io_uring_prep_multishot_accept(sqe, ls->fd, NULL, NULL, SOCK_CLOEXEC);
     io_uring_sqe_set_data64(sqe, rlb_ud(RLB_OP_ACCEPT, idx, 0));
     ls->accepting = true;
@@ -53,7 +53,7 @@ static void arm_accept(struct rlb_worker *w, uint32_t idx)
 
 static void arm_wake(struct rlb_worker *w)
 {
-    struct io_uring_sqe *sqe = rlb_ring_sqe(&w->ring, &w->stats.submits);
+    struct io_uring_sqe *sqe = rlb_ring_sqe(&w->ring, &w->stats.ring);
     io_uring_prep_read(sqe, w->wake_fd, &w->wake_buf, sizeof(w->wake_buf), 0);
     io_uring_sqe_set_data64(sqe, rlb_ud(RLB_OP_WAKE, 0, 0));
 }
@@ -147,7 +147,7 @@ static void close_listeners(struct rlb_worker *w)
     for (uint32_t i = 0; i < w->cfg->num_listeners; i++) {
         if (w->listeners[i].fd >= 0) {
             /* Closing the socket ends its multishot accept too. */
-            struct io_uring_sqe *sqe = rlb_ring_sqe(&w->ring, &w->stats.submits);
+            struct io_uring_sqe *sqe = rlb_ring_sqe(&w->ring, &w->stats.ring);
             io_uring_prep_cancel64(sqe, rlb_ud(RLB_OP_ACCEPT, i, 0), 0);
             io_uring_sqe_set_data64(sqe, rlb_ud(RLB_OP_CANCEL, 0, 0));
             close(w->listeners[i].fd);
@@ -338,7 +338,7 @@ static void run_loop(struct rlb_worker *w)
         }
         struct __kernel_timespec ts = {.tv_sec = wait_ms / 1000, .tv_nsec = (wait_ms % 1000) * 1000000};
         struct io_uring_cqe *cqe;
-        w->stats.submits++;
+        w->stats.ring.enters++;
         int rc = io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, wait_ms >= 0 ? &ts : NULL, NULL);
         if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY) {
             rlb_log_error("worker %u: io_uring wait: %s", w->id, strerror(-rc));

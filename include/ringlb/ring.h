@@ -36,7 +36,13 @@ int rlb_ring_init(struct io_uring *ring, unsigned entries, unsigned *flags_used)
 /* Checks the opcodes ringlb needs; returns 0 or -ENOTSUP naming the first missing one in <missing>. */
 int rlb_ring_probe(struct io_uring *ring, const char **missing);
 
+/* What a worker's ring does, for the cost figures the benchmarks report. */
+struct rlb_ring_counters {
+    uint64_t enters; /* io_uring_enter calls: one per loop turn, plus flushes of a full SQ */
+    uint64_t sqes;   /* operations posted */
+};
+
 /* An SQE, submitting first when the SQ is full. Never NULL. */
-struct io_uring_sqe *rlb_ring_sqe(struct io_uring *ring, uint64_t *submits);
+struct io_uring_sqe *rlb_ring_sqe(struct io_uring *ring, struct rlb_ring_counters *counters);
 
 #endif

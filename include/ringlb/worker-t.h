@@ -12,6 +12,7 @@
 #include <ringlb/config-t.h>
 #include <ringlb/http1-t.h>
 #include <ringlb/lb-t.h>
+#include <ringlb/ring.h>
 #include <ringlb/timer-t.h>
 
 enum rlb_conn_kind {
@@ -136,6 +137,7 @@ struct rlb_pool_state {
     struct rlb_backend_state *backends;
 };
 
+/* Plain per-worker counters, only uint64_t fields: readers sum them word by word. */
 struct rlb_worker_stats {
     uint64_t accepted;
     uint64_t requests;
@@ -147,7 +149,7 @@ struct rlb_worker_stats {
     uint64_t upstream_retries;
     uint64_t enobufs;
     uint64_t timeouts;
-    uint64_t submits;       /* io_uring_enter calls that submitted */
+    struct rlb_ring_counters ring;
     uint64_t bytes_copied;  /* user-space copies (heads spanning receives) */
 };
 
