@@ -25,6 +25,9 @@ int rlb_ring_init(struct io_uring *ring, unsigned entries, unsigned *flags_used)
         rc = io_uring_queue_init_params(entries, ring, &p);
         if (rc == 0) {
             *flags_used = attempts[i];
+            /* A registered ring fd spares every io_uring_enter the file
+             * table lookup; kernels without it (< 5.18) just go without. */
+            io_uring_register_ring_fd(ring);
             return 0;
         }
         if (rc != -EINVAL)
