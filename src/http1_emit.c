@@ -47,6 +47,27 @@ static bool has_room(const struct rlb_outq *q, const struct rlb_http_header *h, 
     return rlb_outq_room(q, 2 * candidates + 24, 160);
 }
 
+/* A lone Content-Length of plain digits can be forwarded as it came: the
+ * parser already validated it. Lists ("5, 5") and repeats are re-emitted in
+ * canonical form, so the receiver never sees anything but one clean value. */
+static bool length_is_canonical(const struct rlb_http_header *h, uint32_t n)
+{
+    const struct rlb_http_header *cl = NULL;
+    for (uint32_t i = 0; i < n; i++) {
+        if (h[i].id != RLB_HDR_CONTENT_LENGTH)
+            continue;
+        if (cl)
+            return false;
+        cl = &h[i];
+    }
+    if (!cl || cl->value_len == 0 || cl->value_len > 19 || (cl->value[0] == '0' && cl->value_len > 1))
+        return false;
+    for (uint32_t i = 0; i < cl->value_len; i++)
+        if (cl->value[i] < '0' || cl->value[i] > '9')
+            return false;
+    return true;
+}
+
 static bool origin_form(const struct rlb_str *target)
 {
     return target->len && (target->ptr[0] == '/' || (target->len == 1 && target->ptr[0] == '*'));
@@ -76,6 +97,7 @@ int rlb_http1_emit_request(struct rlb_outq *q, struct rlb_bufs *b, int32_t bid, 
 
     const struct rlb_route_cfg *rt = opt->route;
     bool replace_host = (rt && rt->set_host) || host.len;
+    bool keep_length = req->body == RLB_BODY_LENGTH && length_is_canonical(req->headers, req->num_headers);
     uint32_t xff_count = 0;
     const struct rlb_http_header *upgrade = NULL;
 
@@ -84,6 +106,8 @@ int rlb_http1_emit_request(struct rlb_outq *q, struct rlb_bufs *b, int32_t bid, 
         bool drop = false;
         switch (h->id) {
         case RLB_HDR_CONTENT_LENGTH:
+            drop = req->body != RLB_BODY_NONE && !keep_length;
+            break;
         case RLB_HDR_TRANSFER_ENCODING:
             drop = req->body != RLB_BODY_NONE;
             break;
@@ -125,7 +149,7 @@ int rlb_http1_emit_request(struct rlb_outq *q, struct rlb_bufs *b, int32_t bid, 
         LIT(q, "\r\n");
     }
 
-    if (req->body == RLB_BODY_LENGTH)
+    if (req->body == RLB_BODY_LENGTH && !keep_length)
         push_printf(q, "Content-Length: %llu\r\n", (unsigned long long)req->content_length);
     else if (req->body == RLB_BODY_CHUNKED)
         LIT(q, "Transfer-Encoding: chunked\r\n");
@@ -166,6 +190,7 @@ int rlb_http1_emit_response(struct rlb_outq *q, struct rlb_bufs *b, int32_t bid,
     struct runs r = {q, b, bid, head, 0};
     const struct rlb_route_cfg *rt = opt->route;
     const struct rlb_http_header *upgrade = NULL;
+    bool keep_length = opt->framing == RLB_FRAME_LENGTH && length_is_canonical(resp->headers, resp->num_headers);
 
     /* We speak HTTP/1.1 to the client whatever the backend speaks. */
     if (resp->minor_version != 1) {
@@ -177,6 +202,8 @@ int rlb_http1_emit_response(struct rlb_outq *q, struct rlb_bufs *b, int32_t bid,
         bool drop;
         switch (h->id) {
         case RLB_HDR_CONTENT_LENGTH:
+            drop = opt->framing != RLB_FRAME_NONE && !keep_length;
+            break;
         case RLB_HDR_TRANSFER_ENCODING:
             drop = opt->framing != RLB_FRAME_NONE;
             break;
@@ -203,7 +230,7 @@ int rlb_http1_emit_response(struct rlb_outq *q, struct rlb_bufs *b, int32_t bid,
         rlb_outq_push_static(q, rt->server_value, strlen(rt->server_value));
         LIT(q, "\r\n");
     }
-    if (opt->framing == RLB_FRAME_LENGTH)
+    if (opt->framing == RLB_FRAME_LENGTH && !keep_length)
         push_printf(q, "Content-Length: %llu\r\n", (unsigned long long)resp->content_length);
     else if (opt->framing == RLB_FRAME_CHUNKED)
         LIT(q, "Transfer-Encoding: chunked\r\n");

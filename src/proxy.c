@@ -157,13 +157,16 @@ void rlb__proxy_send_error(struct rlb_worker *w, struct rlb_conn *c, int status)
 }
 
 /* Whether parsing <len> bytes could give anything but "incomplete": a head
- * terminator arrived, or a limit is crossed. Only the new bytes are searched,
- * so a head trickling in byte by byte (slowloris) costs linear work, not a
- * full re-parse per byte. A bare-LF terminator counts too: the parser then
- * rejects it at once instead of waiting for the header timeout. */
+ * terminator arrived, or a limit is crossed. The first attempt always parses
+ * (nearly every head arrives whole); after an incomplete one, only the new
+ * bytes are searched, so a head trickling in byte by byte (slowloris) costs
+ * linear work, not a full re-parse per byte. A bare-LF terminator counts too:
+ * the parser then rejects it at once instead of waiting for the timeout. */
 static bool head_may_be_complete(struct rlb_worker *w, struct rlb_conn *c, const char *p, size_t len)
 {
     const struct rlb_http_limits *lim = &w->cfg->limits;
+    if (c->head_scanned == 0)
+        return true;
     size_t from = c->head_scanned > 3 ? c->head_scanned - 3 : 0;
     if (from < len && (memmem(p + from, len - from, "\n\r\n", 3) || memmem(p + from, len - from, "\n\n", 2)))
         return true;
@@ -189,8 +192,7 @@ int rlb__proxy_parse_head(struct rlb_worker *w, struct rlb_conn *c, bool request
         else
             rc = rlb_http1_parse_response(p, seg->len, &w->cfg->limits, method, msg);
         if (rc != RLB_HTTP_INCOMPLETE || seg->next == RLB_BUF_NONE) {
-            if (rc != RLB_HTTP_INCOMPLETE)
-                c->head_scanned = 0;
+            c->head_scanned = rc == RLB_HTTP_INCOMPLETE ? (uint32_t)seg->len : 0;
             return rc;
         }
         if (rlb_conn_inq_linearize(w, c) < 0) {
