@@ -166,6 +166,13 @@ static void begin_drain(struct rlb_worker *w)
     rlb_proxy_drain(w);
 }
 
+static void rearm_accept(struct rlb_worker *w, uint32_t idx)
+{
+    struct rlb_listener_sock *ls = &w->listeners[idx];
+    if (!ls->accepting && !w->draining && ls->fd >= 0 && w->timers.now_ms >= ls->resume_ms)
+        arm_accept(w, idx);
+}
+
 static void handle_accept(struct rlb_worker *w, struct io_uring_cqe *cqe)
 {
     uint32_t idx = rlb_ud_index(cqe->user_data);
@@ -185,10 +192,24 @@ static void handle_accept(struct rlb_worker *w, struct io_uring_cqe *cqe)
             }
         }
     } else if (cqe->res != -ECANCELED && cqe->res != -EBADF) {
-        rlb_log_warn("accept on %s: %s", w->cfg->listeners[idx].addr.text, strerror(-cqe->res));
+        struct rlb_listener_sock *ls = &w->listeners[idx];
+        w->stats.accept_errors++;
+        if (w->timers.now_ms >= ls->warned_ms + 1000) {
+            rlb_log_warn("accept on %s: %s", w->cfg->listeners[idx].addr.text, strerror(-cqe->res));
+            ls->warned_ms = w->timers.now_ms;
+        }
+        /* Out of descriptors or memory: accepting again at once would fail
+         * again at once and spin; pending clients wait in the backlog. */
+        if (cqe->res == -EMFILE || cqe->res == -ENFILE || cqe->res == -ENOBUFS || cqe->res == -ENOMEM)
+            ls->resume_ms = w->timers.now_ms + 100;
     }
-    if (!w->listeners[idx].accepting && !w->draining && w->listeners[idx].fd >= 0)
-        arm_accept(w, idx);
+    rearm_accept(w, idx);
+}
+
+static void rearm_paused_accepts(struct rlb_worker *w)
+{
+    for (uint32_t i = 0; i < w->cfg->num_listeners; i++)
+        rearm_accept(w, i);
 }
 
 static void add_starved(struct rlb_worker *w, struct rlb_conn *c)
@@ -329,6 +350,14 @@ static void run_loop(struct rlb_worker *w)
     for (;;) {
         rlb_bufs_publish(&w->bufs);
         int64_t wait_ms = rlb_timer_next_ms(&w->timers, w->conns);
+        for (uint32_t i = 0; i < w->cfg->num_listeners; i++) {
+            const struct rlb_listener_sock *ls = &w->listeners[i];
+            if (!ls->accepting && ls->fd >= 0 && !w->draining) {
+                int64_t d = ls->resume_ms > w->timers.now_ms ? (int64_t)(ls->resume_ms - w->timers.now_ms) : 0;
+                if (wait_ms < 0 || d < wait_ms)
+                    wait_ms = d;
+            }
+        }
         if (w->draining) {
             int64_t left = (int64_t)w->drain_deadline_ms - (int64_t)w->timers.now_ms;
             if (left < 0)
@@ -354,6 +383,7 @@ static void run_loop(struct rlb_worker *w)
         io_uring_cq_advance(&w->ring, n);
         expire_timers(w);
         rearm_starved(w);
+        rearm_paused_accepts(w);
         if (w->draining) {
             if (w->live_clients == 0)
                 break;

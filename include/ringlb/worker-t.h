@@ -140,6 +140,7 @@ struct rlb_pool_state {
 /* Plain per-worker counters, only uint64_t fields: readers sum them word by word. */
 struct rlb_worker_stats {
     uint64_t accepted;
+    uint64_t accept_errors;
     uint64_t requests;
     uint64_t responses[6]; /* by class: [1]=1xx .. [5]=5xx, [0]=other */
     uint64_t parse_errors;
@@ -156,6 +157,8 @@ struct rlb_worker_stats {
 struct rlb_listener_sock {
     int fd;
     bool accepting;
+    uint64_t resume_ms;  /* accept paused until then after running out of descriptors */
+    uint64_t warned_ms;  /* last accept error logged: at most one a second */
 };
 
 struct rlb_worker {
