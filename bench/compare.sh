@@ -1,54 +1,83 @@
 #!/usr/bin/env bash
-# bench/compare.sh — ringlb vs nginx vs HAProxy (and a direct-to-backend
-# upper bound) on one machine, same backends, same load, same core budget.
+# bench/compare.sh — ringlb vs nginx vs HAProxy (plus Envoy, Caddy, h2o, Varnish when
+# installed), a bare TCP relay (the physical floor) and a direct-to-backend upper bound,
+# on one machine: same backends, same load, same CPU set, interleaved repetitions.
 #
-#   bench/compare.sh [--duration 10] [--reps 3] [--connections 50] ...
+#   bench/compare.sh                      # default matrix, 3 reps x 5 s (<= 20 min on 2 cores)
+#   bench/compare.sh --quick              # 1 rep x 3 s, a subset (~3 min)
+#   bench/compare.sh --scenarios ka-1k,close-0,openloop --reps 5
+#   bench/compare.sh --scale              # adds 100 and 10,000-connection runs
 #
-# See bench/README.md for the options, the columns and the fairness notes.
+# See bench/README.md for the options, scenarios, columns and the fairness notes.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH_DIR="$ROOT/bench"
 
 # ---------------------------------------------------------------- defaults
 RINGLB="$ROOT/build/ringlb"
 BACKEND_BIN="$ROOT/build/bench/bench_backend"
+RELAY_BIN="$ROOT/build/bench/bench_relay"
+OPENLOOP_BIN="$ROOT/build/bench/bench_openloop"
 NGINX_BIN=${NGINX_BIN:-/usr/sbin/nginx}
 HAPROXY_BIN=${HAPROXY_BIN:-/usr/sbin/haproxy}
+ENVOY_BIN=${ENVOY_BIN:-$(command -v envoy || true)}
+CADDY_BIN=${CADDY_BIN:-$(command -v caddy || true)}
+H2O_BIN=${H2O_BIN:-$(command -v h2o || true)}
+VARNISHD_BIN=${VARNISHD_BIN:-$(command -v varnishd || true)}
 WRK_BIN=${WRK_BIN:-wrk}
+GNUPLOT_BIN=${GNUPLOT_BIN:-gnuplot}
 PYTHON=/usr/bin/python3
 PROXY_CPUS=1
 LOAD_CPUS=0
-DURATION=10
+DURATION=5
 WARMUP=1
-CONNECTIONS=50
 REPS=3
-WRK_THREADS=1
-BACKEND_THREADS=1
+WRK_THREADS=""
+BACKEND_THREADS=""
 PORT_BASE=18000
 BACKEND_PORT1=9001
 BACKEND_PORT2=9002
-PROXIES="ringlb,nginx,haproxy,direct"
-SCENARIOS="small,16k,close"
+PROXIES=""
+SCENARIOS=""
+RATE=""
+RATE_DEFAULT=20000
+RATE_FRACTION=50
+MAX_RETRIES=2
+DISTURB_PCT=5
+QUICK=0
+SCALE=0
 OUT=""
+
+DEFAULT_SCENARIOS="ka-0,ka-1k,ka-16k,ka-256k,ka-1m,close-0,close-1k,ka-1k-c1,ka-1k-c1000,upload-1m,openloop"
+QUICK_SCENARIOS="ka-0,ka-16k,ka-1m,close-0,ka-1k-c1000,upload-1m,openloop"
+SCALE_SCENARIOS="ka-1k-c1,ka-1k-c100,ka-1k-c1000,ka-1k-c10000"
 
 usage() {
     cat <<EOF
 usage: $0 [options]
-  --ringlb PATH          ringlb binary            (default: build/ringlb)
-  --backend-bin PATH     bench_backend binary     (default: build/bench/bench_backend)
-  --proxy-cpus LIST      taskset list for the proxies       (default: $PROXY_CPUS)
-  --load-cpus LIST       taskset list for wrk + backends    (default: $LOAD_CPUS)
-  --duration SECS        measured seconds per run           (default: $DURATION)
-  --warmup SECS          unmeasured warm-up before each run (default: $WARMUP)
-  --connections N        wrk connections                    (default: $CONNECTIONS)
-  --reps N               repetitions                        (default: $REPS)
-  --wrk-threads N        wrk threads                        (default: $WRK_THREADS)
-  --backend-threads N    bench_backend threads              (default: $BACKEND_THREADS)
-  --port-base N          proxies listen on N+1..N+3         (default: $PORT_BASE)
-  --backend-ports A,B    the two backend ports              (default: $BACKEND_PORT1,$BACKEND_PORT2)
-  --proxies LIST         subset of ringlb,nginx,haproxy,direct (default: all)
-  --scenarios LIST       subset of small,16k,close          (default: all)
-  --out DIR              report directory (default: bench/results/<timestamp>)
+  --quick                1 rep, 3 s, scenarios $QUICK_SCENARIOS
+  --scale                add the connection-scaling runs ($SCALE_SCENARIOS)
+  --scenarios LIST       comma list (default: $DEFAULT_SCENARIOS)
+                         names: ka-SIZE[-cN], close-SIZE[-cN], upload-SIZE[-cN], openloop[-SIZE][-cN]
+                         SIZE: bytes, or with k/m suffix (0, 1k, 16k, 256k, 1m); N: connections (default 64)
+  --proxies LIST         rows, from ringlb,nginx,haproxy,envoy,caddy,h2o,varnish,relay,direct
+                         (default: ringlb,nginx,haproxy, every installed one of envoy/caddy/h2o/varnish, relay, direct)
+  --proxy-cpus LIST      taskset list for the proxies; one worker per CPU   (default: $PROXY_CPUS)
+  --load-cpus LIST       taskset list for the load generator + backends     (default: $LOAD_CPUS)
+  --duration SECS        measured seconds per run                           (default: $DURATION)
+  --warmup SECS          unmeasured warm-up before each run                 (default: $WARMUP)
+  --reps N               repetitions                                        (default: $REPS)
+  --rate R               open-loop request rate (default: $RATE_FRACTION% of the lowest proxy req/s in
+                         ka-0/ka-1k at 64 connections earlier in this run, else $RATE_DEFAULT)
+  --max-retries N        re-runs of a disturbed run                         (default: $MAX_RETRIES)
+  --disturb-pct P        'other on proxy cores' above P% of a core = disturbed (default: $DISTURB_PCT)
+  --wrk-threads N        wrk threads (default: one per load CPU)
+  --backend-threads N    bench_backend threads (default: one per load CPU)
+  --port-base N          proxies listen on N+1..N+9                        (default: $PORT_BASE)
+  --backend-ports A,B    the two backend ports                              (default: $BACKEND_PORT1,$BACKEND_PORT2)
+  --ringlb PATH  --backend-bin PATH  --relay-bin PATH  --openloop-bin PATH
+  --out DIR              report directory (default: bench/results/<UTC timestamp>)
 EOF
     exit "${1:-2}"
 }
@@ -56,60 +85,63 @@ EOF
 die() { echo "compare.sh: error: $*" >&2; exit 1; }
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 
+SCEN_OPT=""
 while [ $# -gt 0 ]; do
     case "$1" in
+        --quick) QUICK=1; shift ;;
+        --scale) SCALE=1; shift ;;
         --ringlb) RINGLB=$2; shift 2 ;;
         --backend-bin) BACKEND_BIN=$2; shift 2 ;;
+        --relay-bin) RELAY_BIN=$2; shift 2 ;;
+        --openloop-bin) OPENLOOP_BIN=$2; shift 2 ;;
         --proxy-cpus) PROXY_CPUS=$2; shift 2 ;;
         --load-cpus) LOAD_CPUS=$2; shift 2 ;;
-        --duration) DURATION=$2; shift 2 ;;
+        --duration) DURATION=$2; DUR_SET=1; shift 2 ;;
         --warmup) WARMUP=$2; shift 2 ;;
-        --connections) CONNECTIONS=$2; shift 2 ;;
-        --reps) REPS=$2; shift 2 ;;
+        --reps) REPS=$2; REPS_SET=1; shift 2 ;;
+        --rate) RATE=$2; shift 2 ;;
+        --max-retries) MAX_RETRIES=$2; shift 2 ;;
+        --disturb-pct) DISTURB_PCT=$2; shift 2 ;;
         --wrk-threads) WRK_THREADS=$2; shift 2 ;;
         --backend-threads) BACKEND_THREADS=$2; shift 2 ;;
         --port-base) PORT_BASE=$2; shift 2 ;;
         --backend-ports) BACKEND_PORT1=${2%%,*}; BACKEND_PORT2=${2##*,}; shift 2 ;;
         --proxies) PROXIES=$2; shift 2 ;;
-        --scenarios) SCENARIOS=$2; shift 2 ;;
+        --scenarios) SCEN_OPT=$2; shift 2 ;;
+        --connections) die "--connections is gone: put the count in the scenario name, e.g. ka-1k-c200" ;;
         --out) OUT=$2; shift 2 ;;
         -h|--help) usage 0 ;;
         *) echo "unknown option: $1" >&2; usage ;;
     esac
 done
+if [ "$QUICK" = 1 ]; then
+    [ -n "${REPS_SET:-}" ] || REPS=1
+    [ -n "${DUR_SET:-}" ] || DURATION=3
+    SCENARIOS=${SCEN_OPT:-$QUICK_SCENARIOS}
+else
+    SCENARIOS=${SCEN_OPT:-$DEFAULT_SCENARIOS}
+fi
+[ "$SCALE" = 1 ] && SCENARIOS="$SCENARIOS,$SCALE_SCENARIOS"
 
 is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
-for v in DURATION WARMUP CONNECTIONS REPS WRK_THREADS BACKEND_THREADS PORT_BASE BACKEND_PORT1 BACKEND_PORT2; do
+for v in DURATION WARMUP REPS PORT_BASE BACKEND_PORT1 BACKEND_PORT2 MAX_RETRIES RATE_DEFAULT; do
     is_uint "${!v}" || die "$v must be a non-negative integer (got '${!v}')"
 done
-[ "$DURATION" -ge 1 ] && [ "$REPS" -ge 1 ] && [ "$CONNECTIONS" -ge 1 ] || die "duration, reps and connections must be >= 1"
-[ "$CONNECTIONS" -ge "$WRK_THREADS" ] || die "--connections must be >= --wrk-threads"
+[[ $DISTURB_PCT =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--disturb-pct must be a number"
+[ -z "$RATE" ] || { is_uint "$RATE" && [ "$RATE" -ge 1 ]; } || die "--rate must be a positive integer"
+[ "$DURATION" -ge 1 ] && [ "$REPS" -ge 1 ] || die "duration and reps must be >= 1"
 
-PORT_RINGLB=$((PORT_BASE + 1))
-PORT_NGINX=$((PORT_BASE + 2))
-PORT_HAPROXY=$((PORT_BASE + 3))
+PORT_RINGLB=$((PORT_BASE + 1)); PORT_NGINX=$((PORT_BASE + 2)); PORT_HAPROXY=$((PORT_BASE + 3))
+PORT_RELAY=$((PORT_BASE + 4)); PORT_ENVOY=$((PORT_BASE + 5)); PORT_CADDY=$((PORT_BASE + 6))
+PORT_H2O=$((PORT_BASE + 7)); PORT_VARNISH=$((PORT_BASE + 8)); PORT_VARNISH_ADMIN=$((PORT_BASE + 9))
 
-# --------------------------------------------------------------- sanity
-command -v taskset >/dev/null || die "taskset not found (util-linux)"
-command -v "$WRK_BIN" >/dev/null || die "wrk not found (apt-get install -y wrk)"
-[ -x "$PYTHON" ] || die "$PYTHON not found"
-[ -x "$BACKEND_BIN" ] || die "backend binary '$BACKEND_BIN' missing: build it (meson compile -C build) or pass --backend-bin"
-IFS=, read -r -a PROXY_LIST <<<"$PROXIES"
-IFS=, read -r -a SCEN_LIST <<<"$SCENARIOS"
-for p in "${PROXY_LIST[@]}"; do
-    case "$p" in ringlb|nginx|haproxy|direct) ;; *) die "unknown proxy '$p'" ;; esac
-done
-for s in "${SCEN_LIST[@]}"; do
-    case "$s" in small|16k|close) ;; *) die "unknown scenario '$s'" ;; esac
-done
-
+# --------------------------------------------------------------- cpu sets
 NCPU=$(getconf _NPROCESSORS_ONLN)
 cpu_list_expand() { # "0-2,5" -> "0 1 2 5"
-    local part out=()
+    local part out=() i
     IFS=, read -r -a parts <<<"$1"
     for part in "${parts[@]}"; do
         if [[ $part =~ ^([0-9]+)-([0-9]+)$ ]]; then
-            local i
             for ((i = BASH_REMATCH[1]; i <= BASH_REMATCH[2]; i++)); do out+=("$i"); done
         elif [[ $part =~ ^[0-9]+$ ]]; then
             out+=("$part")
@@ -131,19 +163,106 @@ OTHER_CPU_SET=""
 for ((c = 0; c < NCPU; c++)); do
     case " $PROXY_CPU_SET $LOAD_CPU_SET " in *" $c "*) ;; *) OTHER_CPU_SET+="$c " ;; esac
 done
+NPROXY_CPU=$(wc -w <<<"$PROXY_CPU_SET")
+NLOAD_CPU=$(wc -w <<<"$LOAD_CPU_SET")
+WORKERS=$NPROXY_CPU                       # one worker per proxy CPU, for every proxy
+[ -n "$WRK_THREADS" ] || WRK_THREADS=$NLOAD_CPU
+[ -n "$BACKEND_THREADS" ] || BACKEND_THREADS=$NLOAD_CPU
+is_uint "$WRK_THREADS" && [ "$WRK_THREADS" -ge 1 ] || die "--wrk-threads must be >= 1"
+is_uint "$BACKEND_THREADS" && [ "$BACKEND_THREADS" -ge 1 ] || die "--backend-threads must be >= 1"
 
-have_ringlb=1
-RINGLB_SKIP_REASON=""
-if [[ ",$PROXIES," == *,ringlb,* ]] && [ ! -x "$RINGLB" ]; then
-    have_ringlb=0
-    RINGLB_SKIP_REASON="binary '$RINGLB' not found or not executable"
-    log "SKIP ringlb: $RINGLB_SKIP_REASON (build it, or pass --ringlb PATH)"
+# --------------------------------------------------------------- tools
+command -v taskset >/dev/null || die "taskset not found (util-linux)"
+command -v "$WRK_BIN" >/dev/null || die "wrk not found (apt-get install -y wrk)"
+command -v curl >/dev/null || die "curl not found"
+[ -x "$PYTHON" ] || die "$PYTHON not found"
+[ -x "$BACKEND_BIN" ] || die "backend binary '$BACKEND_BIN' missing: build it (ninja -C build) or pass --backend-bin"
+
+if [ -z "$PROXIES" ]; then
+    PROXIES="ringlb,nginx,haproxy"
+    [ -n "$ENVOY_BIN" ] && PROXIES+=",envoy"
+    [ -n "$CADDY_BIN" ] && PROXIES+=",caddy"
+    [ -n "$H2O_BIN" ] && PROXIES+=",h2o"
+    [ -n "$VARNISHD_BIN" ] && PROXIES+=",varnish"
+    PROXIES+=",relay,direct"
 fi
-if [[ ",$PROXIES," == *,nginx,* ]]; then [ -x "$NGINX_BIN" ] || die "nginx not found at $NGINX_BIN (apt-get install -y nginx-light)"; fi
-if [[ ",$PROXIES," == *,haproxy,* ]]; then [ -x "$HAPROXY_BIN" ] || die "haproxy not found at $HAPROXY_BIN (apt-get install -y haproxy)"; fi
+IFS=, read -r -a PROXY_LIST <<<"$PROXIES"
+declare -A SKIP=()          # row -> reason it is skipped for the whole run
+for p in "${PROXY_LIST[@]}"; do
+    case "$p" in
+        ringlb) [ -x "$RINGLB" ] || SKIP[$p]="binary '$RINGLB' not found" ;;
+        nginx) [ -x "$NGINX_BIN" ] || die "nginx not found at $NGINX_BIN (apt-get install -y nginx-light)" ;;
+        haproxy) [ -x "$HAPROXY_BIN" ] || die "haproxy not found at $HAPROXY_BIN (apt-get install -y haproxy)" ;;
+        envoy) [ -n "$ENVOY_BIN" ] || SKIP[$p]="envoy not installed" ;;
+        caddy) [ -n "$CADDY_BIN" ] || SKIP[$p]="caddy not installed" ;;
+        h2o) [ -n "$H2O_BIN" ] || SKIP[$p]="h2o not installed" ;;
+        varnish) [ -n "$VARNISHD_BIN" ] || SKIP[$p]="varnishd not installed" ;;
+        relay) [ -x "$RELAY_BIN" ] || SKIP[$p]="binary '$RELAY_BIN' not found" ;;
+        direct) ;;
+        *) die "unknown proxy '$p'" ;;
+    esac
+    [ -z "${SKIP[$p]:-}" ] || log "SKIP $p: ${SKIP[$p]}"
+done
+
+# --------------------------------------------------------------- fds
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+NOFILE=$(ulimit -n)
+[ "$NOFILE" = unlimited ] && NOFILE=1048576
+# A proxied connection costs the proxy 2 fds (client + upstream): cap the
+# concurrency a scenario may ask for so that every proxy fits ulimit -n.
+CONN_CAP=$(((NOFILE - 400) / 2))
+
+# --------------------------------------------------------------- scenarios
+# scen_parse NAME: sets S_KIND (ka|close|upload|openloop) S_SIZE S_CONNS S_REQ_CONNS S_PATH S_HDR
+size_bytes() {
+    case "$1" in
+        *[kK]) echo $((${1%[kK]} * 1024)) ;;
+        *[mM]) echo $((${1%[mM]} * 1048576)) ;;
+        *) echo "$1" ;;
+    esac
+}
+scen_parse() {
+    local n=$1 sz c
+    if [[ $n =~ ^(ka|close|upload)-([0-9]+[kKmM]?)(-c([0-9]+))?$ ]]; then
+        S_KIND=${BASH_REMATCH[1]}; sz=${BASH_REMATCH[2]}; c=${BASH_REMATCH[4]:-64}
+    elif [[ $n =~ ^openloop(-([0-9]+[kKmM]?))?(-c([0-9]+))?$ ]]; then
+        S_KIND=openloop; sz=${BASH_REMATCH[2]:-1k}; c=${BASH_REMATCH[4]:-64}
+    else
+        return 1
+    fi
+    S_SIZE=$(size_bytes "$sz")
+    S_REQ_CONNS=$c
+    [ "$c" -ge 1 ] || return 1
+    S_CONNS=$c
+    [ "$c" -le "$CONN_CAP" ] || S_CONNS=$CONN_CAP
+    S_HDR=""
+    case "$S_KIND" in
+        upload) S_PATH=/size/0 ;;  # the body goes up, nothing comes back
+        close) S_PATH=/size/$S_SIZE; S_HDR="Connection: close" ;;
+        *) S_PATH=/size/$S_SIZE ;;
+    esac
+    return 0
+}
+IFS=, read -r -a SCEN_IN <<<"$SCENARIOS"
+SCEN_LIST=()
+declare -A SEEN=()
+OPENLOOP_SCENS=()
+MAXC=64
+for s in "${SCEN_IN[@]}"; do
+    [ -n "$s" ] || continue
+    [ -z "${SEEN[$s]:-}" ] || continue
+    SEEN[$s]=1
+    scen_parse "$s" || die "unknown scenario '$s' (see --help)"
+    [ "$S_CONNS" -gt "$MAXC" ] && MAXC=$S_CONNS
+    [ "$S_CONNS" = "$S_REQ_CONNS" ] || log "NOTE $s: $S_REQ_CONNS connections capped to $S_CONNS (ulimit -n hard limit $NOFILE, 2 fds per proxied connection)"
+    # open-loop runs go last in each repetition (their rate may depend on the others)
+    if [ "$S_KIND" = openloop ]; then OPENLOOP_SCENS+=("$s"); else SCEN_LIST+=("$s"); fi
+done
+SCEN_LIST+=("${OPENLOOP_SCENS[@]+"${OPENLOOP_SCENS[@]}"}")
+[ ${#SCEN_LIST[@]} -gt 0 ] || die "no scenarios"
 
 port_busy() { [ -n "$(ss -Htln "sport = :$1" 2>/dev/null)" ]; }
-for p in "$BACKEND_PORT1" "$BACKEND_PORT2" "$PORT_RINGLB" "$PORT_NGINX" "$PORT_HAPROXY"; do
+for p in "$BACKEND_PORT1" "$BACKEND_PORT2" $(seq $((PORT_BASE + 1)) $((PORT_BASE + 9))); do
     port_busy "$p" && die "port $p is already in use (see: ss -ltnp 'sport = :$p'); free it or use --port-base/--backend-ports"
 done
 
@@ -154,14 +273,15 @@ mkdir -p "$OUT/logs" "$OUT/nginx-tmp"
 OUT=$(cd "$OUT" && pwd)
 CSV="$OUT/runs.csv"
 CLK_TCK=$(getconf CLK_TCK)
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-NOFILE=$(ulimit -n)
-[ "$NOFILE" = unlimited ] && NOFILE=1048576
-# Per-proxy connection cap: room for every client plus slack; each client
-# connection costs the proxy ~2 fds (client + upstream) -> must fit NOFILE.
-MAXCONN=$((CONNECTIONS * 2 + 1000))
-[ $((MAXCONN * 2 + 200)) -le "$NOFILE" ] ||
-    die "--connections $CONNECTIONS needs ~$((MAXCONN * 2 + 200)) fds per proxy but ulimit -n is $NOFILE"
+
+# Connection-dependent sizes, the same for every proxy: the biggest scenario sets them.
+KEEP=$MAXC                                   # idle upstream connections kept (per worker, both backends)
+[ "$KEEP" -ge 64 ] || KEEP=64
+HAP_MAXCONN=$((MAXC + 1000))
+[ "$HAP_MAXCONN" -le $(((NOFILE - 100) / 2)) ] || HAP_MAXCONN=$(((NOFILE - 100) / 2))
+RINGLB_MAXCONN=$((2 * MAXC + 1000))
+[ "$RINGLB_MAXCONN" -ge 16384 ] || RINGLB_MAXCONN=16384
+NGINX_WCONN=$((2 * MAXC + 1000))
 
 # --------------------------------------------------------------- cleanup
 declare -a STARTED=()      # every pid we started and may still have to kill
@@ -196,25 +316,22 @@ forget_pid() {
 }
 
 # ------------------------------------------------------------ helpers
-# All pids of a process tree rooted at $1 (root first).
-proc_tree() {
+proc_tree() { # all pids of the tree rooted at $1 (root first)
     local queue=("$1") out=() p c
     while [ ${#queue[@]} -gt 0 ]; do
         p=${queue[0]}; queue=("${queue[@]:1}")
         [ -d "/proc/$p" ] || continue
         out+=("$p")
-        # children by parent pid (/proc/PID/task/*/children needs CONFIG_PROC_CHILDREN)
         for c in $(pgrep -P "$p" || true); do queue+=("$c"); done
     done
     echo "${out[@]}"
 }
-# "utime stime" in clock ticks summed over the given pids (fields 14, 15).
-cpu_ticks() {
+cpu_ticks() { # "utime stime" in clock ticks summed over the given pids (fields 14, 15; threads included)
     local u=0 s=0 p line rest
     for p in "$@"; do
         line=$(cat "/proc/$p/stat" 2>/dev/null) || continue
-        rest=${line##*) }           # comm may contain spaces: cut after the last ')'
-        read -r -a f <<<"$rest"     # f[0] is field 3 (state) -> field N is f[N-3]
+        rest=${line##*) }
+        read -r -a f <<<"$rest"
         u=$((u + f[11])); s=$((s + f[12]))
     done
     echo "$u $s"
@@ -227,17 +344,26 @@ rss_kb() {
     done
     echo "$t"
 }
-# /proc/stat snapshot: one line per cpu "cpuN busy total" (jiffies).
+# CPU µs of this shell's waited-for children (wrk / bench_openloop), from the `times` builtin.
+# Must run in this shell, not in a subshell, hence the file.
+children_cpu_us() {
+    times >"$OUT/.times"
+    awk 'NR == 2 {
+        t = 0
+        for (i = 1; i <= 2; i++) { split($i, a, "m"); sub("s", "", a[2]); t += a[1] * 60 + a[2] }
+        printf "%.0f", t * 1e6 }' "$OUT/.times"
+}
 stat_snap() { awk '/^cpu[0-9]+ / { t = 0; for (i = 2; i <= NF; i++) t += $i; idle = $5 + $6; print $1, t - idle, t }' /proc/stat; }
-# busy% of a cpu set between two snapshots (files).
-busy_pct() { # busy_pct before after "0 1"
+busy_pct() { # busy_pct before after "0 1": busy % of that cpu set between two snapshots
     [ -n "$3" ] || { echo ""; return; }
     awk -v set=" $3 " '
         NR == FNR { b[$1] = $2; t[$1] = $3; next }
         { c = substr($1, 4); if (index(set, " " c " ")) { db += $2 - b[$1]; dt += $3 - t[$1] } }
         END { if (dt > 0) printf "%.1f", 100 * db / dt; }' "$1" "$2"
 }
+calc() { awk "BEGIN { printf \"%.${2:-3}f\", $1 }"; }
 
+START_ERR=""
 wait_ready() { # wait_ready PORT PID NAME: up to 10 s for a 200 through the proxy
     local port=$1 pid=$2 name=$3 i code=none
     for ((i = 0; i < 100; i++)); do
@@ -245,7 +371,7 @@ wait_ready() { # wait_ready PORT PID NAME: up to 10 s for a 200 through the prox
             local rc=0
             wait "$pid" 2>/dev/null || rc=$?
             START_ERR="exited during start-up with status $rc"
-            log "$name $START_ERR"
+            START_RC=$rc
             return 1
         fi
         code=$(curl -s -o /dev/null -m 1 -w '%{http_code}' "http://127.0.0.1:$port/size/64" 2>/dev/null || true)
@@ -253,7 +379,7 @@ wait_ready() { # wait_ready PORT PID NAME: up to 10 s for a 200 through the prox
         sleep 0.1
     done
     START_ERR="no HTTP 200 on port $port within 10 s (last status '$code')"
-    log "$name: $START_ERR"
+    START_RC=""
     return 1
 }
 wait_port_free() {
@@ -263,17 +389,42 @@ wait_port_free() {
 }
 
 # ------------------------------------------------------------ configs
-write_nginx_conf() {
+# Every proxy: the two backends, round-robin, upstream keep-alive (up to $KEEP idle
+# connections per worker), no access log, $WORKERS worker(s).
+write_configs() {
+    cat >"$OUT/ringlb.yaml" <<EOF
+# generated by bench/compare.sh
+workers: $WORKERS
+max_connections: $RINGLB_MAXCONN
+listeners:
+  - name: bench
+    address: 127.0.0.1:$PORT_RINGLB
+    backlog: 4096
+pools:
+  - name: backends
+    balance: round_robin
+    keepalive:
+      max_idle: $(((KEEP + 1) / 2))   # per backend per worker: $KEEP in all, like nginx 'keepalive $KEEP'
+      idle_timeout: 60s
+    backends:
+      - 127.0.0.1:$BACKEND_PORT1
+      - 127.0.0.1:$BACKEND_PORT2
+vhosts:
+  - hosts: ["*"]
+    routes:
+      - path: /
+        pool: backends
+EOF
     cat >"$OUT/nginx.conf" <<EOF
 # generated by bench/compare.sh
-worker_processes 1;
+worker_processes $WORKERS;
 daemon off;
 master_process on;
 pid $OUT/nginx.pid;
 error_log $OUT/logs/nginx-error.log warn;
 worker_rlimit_nofile $NOFILE;
 events {
-    worker_connections $((MAXCONN * 2));
+    worker_connections $NGINX_WCONN;
     use epoll;
 }
 http {
@@ -286,11 +437,15 @@ http {
     # default is 1000; lift it so neither side is reconnected mid-run
     keepalive_requests 100000000;
     keepalive_timeout 60s;
+    # stream request bodies (the upload scenario) like the others instead of spooling to disk
+    client_max_body_size 0;
+    proxy_request_buffering off;
     upstream backends {
         server 127.0.0.1:$BACKEND_PORT1;
         server 127.0.0.1:$BACKEND_PORT2;
-        keepalive 64;
+        keepalive $KEEP;
         keepalive_requests 100000000;
+        keepalive_timeout 60s;
     }
     server {
         listen 127.0.0.1:$PORT_NGINX backlog=4096;
@@ -302,13 +457,11 @@ http {
     }
 }
 EOF
-}
-write_haproxy_conf() {
     cat >"$OUT/haproxy.cfg" <<EOF
 # generated by bench/compare.sh
 global
-    nbthread 1
-    maxconn $MAXCONN
+    nbthread $WORKERS
+    maxconn $HAP_MAXCONN
     # no 'log' line: logging off
 
 defaults
@@ -321,7 +474,7 @@ defaults
     timeout http-keep-alive 60s
 
 frontend fe
-    bind 127.0.0.1:$PORT_HAPROXY
+    bind 127.0.0.1:$PORT_HAPROXY backlog 4096
     default_backend be
 
 backend be
@@ -329,11 +482,101 @@ backend be
     server s1 127.0.0.1:$BACKEND_PORT1
     server s2 127.0.0.1:$BACKEND_PORT2
 EOF
+    cat >"$OUT/envoy.yaml" <<EOF
+# generated by bench/compare.sh (run with --concurrency $WORKERS; no access log configured)
+static_resources:
+  listeners:
+  - name: bench
+    address: { socket_address: { address: 127.0.0.1, port_value: $PORT_ENVOY } }
+    per_connection_buffer_limit_bytes: 1048576
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: bench
+          codec_type: HTTP1
+          generate_request_id: false
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                route: { cluster: backends, timeout: 60s }
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+              dynamic_stats: false
+  clusters:
+  - name: backends
+    connect_timeout: 5s
+    type: STATIC
+    lb_policy: ROUND_ROBIN
+    per_connection_buffer_limit_bytes: 1048576
+    circuit_breakers:
+      thresholds:
+      - { max_connections: 1000000, max_pending_requests: 1000000, max_requests: 1000000 }
+    load_assignment:
+      cluster_name: backends
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $BACKEND_PORT1 } } }
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $BACKEND_PORT2 } } }
+EOF
+    cat >"$OUT/Caddyfile" <<EOF
+# generated by bench/compare.sh (run with GOMAXPROCS=$WORKERS; Caddy writes no access log unless told to)
+{
+    admin off
+    auto_https off
+    persist_config off
 }
-RINGLB_ARGS=(--listen "127.0.0.1:$PORT_RINGLB" --backend "127.0.0.1:$BACKEND_PORT1"
-    --backend "127.0.0.1:$BACKEND_PORT2" --workers 1)
-ringlb_cmd() { echo "taskset -c $PROXY_CPUS $RINGLB ${RINGLB_ARGS[*]}"; }
-write_wrk_lua() {
+http://127.0.0.1:$PORT_CADDY {
+    reverse_proxy 127.0.0.1:$BACKEND_PORT1 127.0.0.1:$BACKEND_PORT2 {
+        lb_policy round_robin
+        transport http {
+            keepalive 60s
+            keepalive_idle_conns $KEEP
+        }
+    }
+}
+EOF
+    cat >"$OUT/h2o.conf" <<EOF
+# generated by bench/compare.sh
+num-threads: $WORKERS
+max-connections: $HAP_MAXCONN
+user: nobody
+pid-file: $OUT/h2o.pid
+error-log: $OUT/logs/h2o-error.log
+proxy.timeout.keepalive: 60000
+listen:
+  host: 127.0.0.1
+  port: $PORT_H2O
+hosts:
+  default:
+    paths:
+      /:
+        proxy.reverse.url: [ "http://127.0.0.1:$BACKEND_PORT1/", "http://127.0.0.1:$BACKEND_PORT2/" ]
+EOF
+    cat >"$OUT/varnish.vcl" <<EOF
+vcl 4.1;
+# generated by bench/compare.sh: no caching (every request is passed to a backend),
+# round-robin; run with -p thread_pools=$WORKERS. Varnish logs to shared memory only.
+import directors;
+backend b1 { .host = "127.0.0.1"; .port = "$BACKEND_PORT1"; }
+backend b2 { .host = "127.0.0.1"; .port = "$BACKEND_PORT2"; }
+sub vcl_init {
+    new rr = directors.round_robin();
+    rr.add_backend(b1);
+    rr.add_backend(b2);
+}
+sub vcl_recv {
+    set req.backend_hint = rr.backend();
+    return (pass);
+}
+EOF
+    # wrk scripts: one parseable result line; the upload script also sets the POST body
     cat >"$OUT/report.lua" <<'EOF'
 -- generated by bench/compare.sh: print the run's figures in one parseable line
 done = function(summary, latency, requests)
@@ -346,19 +589,56 @@ done = function(summary, latency, requests)
 end
 EOF
 }
+write_upload_lua() { # write_upload_lua BYTES -> path
+    local f="$OUT/upload-$1.lua"
+    [ -f "$f" ] || {
+        cat "$OUT/report.lua"
+        cat <<EOF
+-- POST a $1-byte body (Content-Length) to the scenario's path
+wrk.method = "POST"
+wrk.body = string.rep("x", $1)
+wrk.headers["Content-Type"] = "application/octet-stream"
+EOF
+    } >"$f"
+    echo "$f"
+}
+RELAY_ARGS=(--listen "127.0.0.1:$PORT_RELAY" --backend "127.0.0.1:$BACKEND_PORT1" --backend "127.0.0.1:$BACKEND_PORT2")
 
-write_nginx_conf
-write_haproxy_conf
-write_wrk_lua
-ringlb_cmd >"$OUT/ringlb.cmdline"
-if [[ ",$PROXIES," == *,nginx,* ]]; then
-    "$NGINX_BIN" -t -q -e "$OUT/logs/nginx-error.log" -c "$OUT/nginx.conf" >"$OUT/logs/nginx-t.log" 2>&1 ||
-        { cat "$OUT/logs/nginx-t.log" >&2; die "nginx rejected $OUT/nginx.conf"; }
-fi
-if [[ ",$PROXIES," == *,haproxy,* ]]; then
-    "$HAPROXY_BIN" -c -q -f "$OUT/haproxy.cfg" >"$OUT/logs/haproxy-c.log" 2>&1 ||
-        { cat "$OUT/logs/haproxy-c.log" >&2; die "haproxy rejected $OUT/haproxy.cfg"; }
-fi
+write_configs
+{
+    echo "ringlb:  taskset -c $PROXY_CPUS $RINGLB -c $OUT/ringlb.yaml"
+    echo "nginx:   taskset -c $PROXY_CPUS $NGINX_BIN -e $OUT/logs/nginx-error.log -c $OUT/nginx.conf"
+    echo "haproxy: taskset -c $PROXY_CPUS $HAPROXY_BIN -db -f $OUT/haproxy.cfg"
+    echo "envoy:   taskset -c $PROXY_CPUS ${ENVOY_BIN:-envoy} -c $OUT/envoy.yaml --concurrency $WORKERS --disable-hot-restart -l warning"
+    echo "caddy:   GOMAXPROCS=$WORKERS taskset -c $PROXY_CPUS ${CADDY_BIN:-caddy} run --config $OUT/Caddyfile --adapter caddyfile"
+    echo "h2o:     taskset -c $PROXY_CPUS ${H2O_BIN:-h2o} -c $OUT/h2o.conf"
+    echo "varnish: taskset -c $PROXY_CPUS ${VARNISHD_BIN:-varnishd} -F -n $OUT/varnish-work -a 127.0.0.1:$PORT_VARNISH -T 127.0.0.1:$PORT_VARNISH_ADMIN -f $OUT/varnish.vcl -s malloc,64m -p thread_pools=$WORKERS"
+    echo "relay:   taskset -c $PROXY_CPUS $RELAY_BIN ${RELAY_ARGS[*]}"
+    echo "direct:  (no proxy: load generator -> 127.0.0.1:$BACKEND_PORT1)"
+    echo "backend: taskset -c $LOAD_CPUS $BACKEND_BIN --port $BACKEND_PORT1 --port $BACKEND_PORT2 --threads $BACKEND_THREADS"
+    echo "wrk:     taskset -c $LOAD_CPUS $WRK_BIN -t<min($WRK_THREADS,conns)> -c<conns> -d<secs>s --timeout 5s -s report.lua|upload-N.lua [-H 'Connection: close'] URL"
+    echo "openloop: taskset -c $LOAD_CPUS $OPENLOOP_BIN --url URL --rate R --duration S --connections C"
+} >"$OUT/cmdlines.txt"
+
+check_config() { # check_config NAME CMD...: a rejected config skips that row
+    local name=$1; shift
+    if ! "$@" >"$OUT/logs/$name-check.log" 2>&1; then
+        SKIP[$name]="config rejected: $(tail -n 2 "$OUT/logs/$name-check.log" | tr '\n",' '   ' | cut -c1-200)"
+        log "SKIP $name: ${SKIP[$name]}"
+    fi
+}
+for p in "${PROXY_LIST[@]}"; do
+    [ -z "${SKIP[$p]:-}" ] || continue
+    case "$p" in
+        ringlb) check_config ringlb "$RINGLB" -t -c "$OUT/ringlb.yaml" ;;
+        nginx) check_config nginx "$NGINX_BIN" -t -q -e "$OUT/logs/nginx-error.log" -c "$OUT/nginx.conf" ;;
+        haproxy) check_config haproxy "$HAPROXY_BIN" -c -q -f "$OUT/haproxy.cfg" ;;
+        envoy) check_config envoy "$ENVOY_BIN" --mode validate -c "$OUT/envoy.yaml" ;;
+        caddy) check_config caddy "$CADDY_BIN" validate --config "$OUT/Caddyfile" --adapter caddyfile ;;
+        h2o) check_config h2o "$H2O_BIN" -t -c "$OUT/h2o.conf" ;;
+        varnish) check_config varnish "$VARNISHD_BIN" -C -n "$OUT/varnish-work" -f "$OUT/varnish.vcl" ;;
+    esac
+done
 
 # ------------------------------------------------------------ backends
 log "starting bench_backend on $BACKEND_PORT1,$BACKEND_PORT2 (cpus $LOAD_CPUS, $BACKEND_THREADS thread(s))"
@@ -366,8 +646,22 @@ taskset -c "$LOAD_CPUS" "$BACKEND_BIN" --port "$BACKEND_PORT1" --port "$BACKEND_
     --threads "$BACKEND_THREADS" >"$OUT/logs/backend.log" 2>&1 &
 BACKEND_PID=$!
 STARTED+=("$BACKEND_PID")
-wait_ready "$BACKEND_PORT1" "$BACKEND_PID" bench_backend || die "backend did not start (see $OUT/logs/backend.log)"
-wait_ready "$BACKEND_PORT2" "$BACKEND_PID" bench_backend || die "backend did not start (see $OUT/logs/backend.log)"
+wait_ready "$BACKEND_PORT1" "$BACKEND_PID" bench_backend || die "backend did not start: $START_ERR (see $OUT/logs/backend.log)"
+wait_ready "$BACKEND_PORT2" "$BACKEND_PID" bench_backend || die "backend did not start: $START_ERR (see $OUT/logs/backend.log)"
+
+# ------------------------------------------------------------ placeholder probes
+OPENLOOP_SKIP=""
+if [ ${#OPENLOOP_SCENS[@]} -gt 0 ]; then
+    if [ ! -x "$OPENLOOP_BIN" ]; then
+        OPENLOOP_SKIP="bench_openloop not found at $OPENLOOP_BIN"
+    else
+        timeout 15 taskset -c "$LOAD_CPUS" "$OPENLOOP_BIN" --url "http://127.0.0.1:$BACKEND_PORT1/size/0" \
+            --rate 200 --duration 1 --connections 2 >"$OUT/logs/openloop-probe.txt" 2>&1 || true
+        grep -q '^openloop .*completed=' "$OUT/logs/openloop-probe.txt" ||
+            OPENLOOP_SKIP="bench_openloop printed no result line in a 1 s probe (still a placeholder?)"
+    fi
+    [ -z "$OPENLOOP_SKIP" ] || log "SKIP open-loop scenarios: $OPENLOOP_SKIP"
+fi
 
 # ------------------------------------------------------------ environment
 {
@@ -377,20 +671,36 @@ wait_ready "$BACKEND_PORT2" "$BACKEND_PID" bench_backend || die "backend did not
     echo "cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
     echo "online_cpus=$NCPU"
     echo "proxy_cpus=$PROXY_CPUS"
-    echo "proxy_cpu_count=$(wc -w <<<"$PROXY_CPU_SET")"
+    echo "proxy_cpu_count=$NPROXY_CPU"
+    echo "workers=$WORKERS"
     echo "load_cpus=$LOAD_CPUS"
+    echo "load_cpu_count=$NLOAD_CPU"
     echo "other_cpus=${OTHER_CPU_SET:-none}"
     echo "duration_s=$DURATION"
     echo "warmup_s=$WARMUP"
-    echo "connections=$CONNECTIONS"
-    echo "wrk_threads=$WRK_THREADS"
     echo "reps=$REPS"
+    echo "quick=$QUICK"
+    echo "scale=$SCALE"
+    echo "scenarios=${SCEN_LIST[*]}"
+    echo "proxies=${PROXY_LIST[*]}"
+    for p in "${!SKIP[@]}"; do echo "skip_$p=${SKIP[$p]}"; done
+    echo "openloop_skip=$OPENLOOP_SKIP"
+    echo "max_retries=$MAX_RETRIES"
+    echo "disturb_pct=$DISTURB_PCT"
+    echo "wrk_threads=$WRK_THREADS"
     echo "backend_threads=$BACKEND_THREADS"
+    echo "nofile=$NOFILE"
+    echo "conn_cap=$CONN_CAP"
+    echo "upstream_keepalive_idle=$KEEP"
     echo "clk_tck=$CLK_TCK"
     echo "nginx=$("$NGINX_BIN" -v 2>&1 | sed 's/^nginx version: //')"
     echo "haproxy=$("$HAPROXY_BIN" -v 2>/dev/null | head -1 | awk '{print $3}')"
+    [ -z "$ENVOY_BIN" ] || echo "envoy=$("$ENVOY_BIN" --version 2>/dev/null | tr -s ' \n' ' ' | cut -c1-120)"
+    [ -z "$CADDY_BIN" ] || echo "caddy=$("$CADDY_BIN" version 2>/dev/null | head -1)"
+    [ -z "$H2O_BIN" ] || echo "h2o=$("$H2O_BIN" --version 2>/dev/null | head -1)"
+    [ -z "$VARNISHD_BIN" ] || echo "varnish=$("$VARNISHD_BIN" -V 2>&1 | head -1)"
     echo "wrk=$("$WRK_BIN" -v 2>&1 | head -1 | awk '{print $2}')"
-    if [ "$have_ringlb" = 1 ]; then echo "ringlb=$RINGLB"; else echo "ringlb=SKIPPED ($RINGLB_SKIP_REASON)"; fi
+    echo "ringlb=$RINGLB"
     if [ -f "$ROOT/.git/HEAD" ]; then
         head=$(cat "$ROOT/.git/HEAD")
         if [[ $head == ref:* ]]; then
@@ -405,7 +715,6 @@ wait_ready "$BACKEND_PORT2" "$BACKEND_PID" bench_backend || die "backend did not
         else
             echo "ringlb_commit=$head"
         fi
-        # uncommitted changes cannot be detected without git; say so
         echo "ringlb_worktree=not checked (the script runs no git commands)"
     fi
     echo "ip_local_port_range=$(tr '\t' ' ' </proc/sys/net/ipv4/ip_local_port_range)"
@@ -413,7 +722,6 @@ wait_ready "$BACKEND_PORT2" "$BACKEND_PID" bench_backend || die "backend did not
     echo "somaxconn=$(cat /proc/sys/net/core/somaxconn)"
     echo "governor=$(cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_governor 2>/dev/null || echo n/a)"
     echo "loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)"
-    # 2 s idle baseline with only the (idle) backend running
     stat_snap >"$OUT/.s0"; sleep 2; stat_snap >"$OUT/.s1"
     echo "idle_baseline_busy_pct_proxy_cpus=$(busy_pct "$OUT/.s0" "$OUT/.s1" "$PROXY_CPU_SET")"
     echo "idle_baseline_busy_pct_load_cpus=$(busy_pct "$OUT/.s0" "$OUT/.s1" "$LOAD_CPU_SET")"
@@ -424,41 +732,51 @@ awk -v b="${base_busy:-0}" 'BEGIN { exit !(b > 5) }' &&
     log "WARNING: proxy cpu(s) $PROXY_CPUS already ${base_busy}% busy while idle; results will be noisy"
 
 # ------------------------------------------------------------ one run
-CSV_HEADER="rep,scenario,proxy,status,requests,duration_s,rps,p50_us,p90_us,p99_us,p999_us,max_us,connect_err,read_err,write_err,timeout_err,status_err,cpu_user_us_per_req,cpu_sys_us_per_req,cpu_us_per_req,proxy_cpu_pct,rss_kb,proxy_cores_busy_pct,load_cores_busy_pct,other_cores_busy_pct,loadavg1,note"
-echo "$CSV_HEADER" >"$CSV"
-
-scenario_path() { case "$1" in small|close) echo /size/64 ;; 16k) echo /size/16384 ;; esac; }
-scenario_hdr() { case "$1" in close) echo "Connection: close" ;; *) echo "" ;; esac; }
-
-bad_row() { # bad_row REP SCEN PROXY STATUS PBUSY LBUSY OBUSY LOADAVG NOTE: a row without wrk figures
-    local note=${9//\"/\'}
-    # 4 key columns, 18 empty figure columns, 4 load columns, quoted note
-    echo "$1,$2,$3,$4,,,,,,,,,,,,,,,,,,,$5,$6,$7,$8,\"$note\"" >>"$CSV"
+COLS=(rep scenario kind size_bytes connections proxy attempt status disturbed requests duration_s rps target_rate
+    p50_us p90_us p99_us p999_us p9999_us max_us connect_err read_err write_err timeout_err status_err errors
+    cpu_user_us_per_req cpu_sys_us_per_req cpu_us_per_req proxy_cpu_pct rss_kb
+    proxy_cores_busy_pct load_cores_busy_pct other_cores_busy_pct load_procs_cpu_pct
+    other_on_proxy_cores_pct other_on_load_cores_pct saturated
+    ring_enters_per_req ring_sqes_per_req bytes_copied_per_req zc_sends_per_req ringlb_requests ringlb_counters
+    loadavg1 note)
+(IFS=,; echo "${COLS[*]}") >"$CSV"
+declare -A R=()
+emit_row() {
+    local out="" c v
+    for c in "${COLS[@]}"; do
+        v=${R[$c]:-}
+        case "$c" in note|ringlb_counters) v="\"${v//\"/\'}\"" ;; esac
+        out+="$v,"
+    done
+    echo "${out%,}" >>"$CSV"
 }
 
 PROXY_PID=""
-START_ERR=""
-start_proxy() { # start_proxy NAME TAG -> sets PROXY_PID, PORT
-    local name=$1 tag=$2
+PORT=""
+start_proxy() { # start_proxy NAME TAG -> PROXY_PID, PORT
+    local name=$1 tag=$2 lf="$OUT/logs/$1-$2.log"
     case "$name" in
-        ringlb)
-            PORT=$PORT_RINGLB
-            taskset -c "$PROXY_CPUS" "$RINGLB" "${RINGLB_ARGS[@]}" >"$OUT/logs/ringlb-$tag.log" 2>&1 &
-            ;;
-        nginx)
-            PORT=$PORT_NGINX
-            taskset -c "$PROXY_CPUS" "$NGINX_BIN" -e "$OUT/logs/nginx-error.log" -c "$OUT/nginx.conf" \
-                >"$OUT/logs/nginx-$tag.log" 2>&1 &
-            ;;
-        haproxy)
-            PORT=$PORT_HAPROXY
-            taskset -c "$PROXY_CPUS" "$HAPROXY_BIN" -db -f "$OUT/haproxy.cfg" >"$OUT/logs/haproxy-$tag.log" 2>&1 &
-            ;;
-        direct)
-            PORT=$BACKEND_PORT1
-            PROXY_PID=""
-            return 0
-            ;;
+        ringlb) PORT=$PORT_RINGLB
+            taskset -c "$PROXY_CPUS" "$RINGLB" -c "$OUT/ringlb.yaml" >"$lf" 2>&1 & ;;
+        nginx) PORT=$PORT_NGINX
+            taskset -c "$PROXY_CPUS" "$NGINX_BIN" -e "$OUT/logs/nginx-error.log" -c "$OUT/nginx.conf" >"$lf" 2>&1 & ;;
+        haproxy) PORT=$PORT_HAPROXY
+            taskset -c "$PROXY_CPUS" "$HAPROXY_BIN" -db -f "$OUT/haproxy.cfg" >"$lf" 2>&1 & ;;
+        envoy) PORT=$PORT_ENVOY
+            taskset -c "$PROXY_CPUS" "$ENVOY_BIN" -c "$OUT/envoy.yaml" --concurrency "$WORKERS" \
+                --disable-hot-restart -l warning >"$lf" 2>&1 & ;;
+        caddy) PORT=$PORT_CADDY
+            GOMAXPROCS=$WORKERS taskset -c "$PROXY_CPUS" "$CADDY_BIN" run --config "$OUT/Caddyfile" \
+                --adapter caddyfile >"$lf" 2>&1 & ;;
+        h2o) PORT=$PORT_H2O
+            taskset -c "$PROXY_CPUS" "$H2O_BIN" -c "$OUT/h2o.conf" >"$lf" 2>&1 & ;;
+        varnish) PORT=$PORT_VARNISH
+            taskset -c "$PROXY_CPUS" "$VARNISHD_BIN" -F -n "$OUT/varnish-work" -a "127.0.0.1:$PORT_VARNISH" \
+                -T "127.0.0.1:$PORT_VARNISH_ADMIN" -f "$OUT/varnish.vcl" -s malloc,64m \
+                -p "thread_pools=$WORKERS" >"$lf" 2>&1 & ;;
+        relay) PORT=$PORT_RELAY
+            taskset -c "$PROXY_CPUS" "$RELAY_BIN" "${RELAY_ARGS[@]}" >"$lf" 2>&1 & ;;
+        direct) PORT=$BACKEND_PORT1; PROXY_PID=""; return 0 ;;
     esac
     PROXY_PID=$!
     STARTED+=("$PROXY_PID")
@@ -472,46 +790,145 @@ stop_proxy() {
     wait_port_free "$PORT" || log "WARNING: port $PORT still busy after stopping the proxy"
 }
 
-run_wrk() { # run_wrk SECS URL HDR OUTFILE
-    local secs=$1 url=$2 hdr=$3 wfile=$4
-    local args=(-t"$WRK_THREADS" -c"$CONNECTIONS" -d"${secs}s" --timeout 5s -s "$OUT/report.lua")
+LOADGEN_PID=""
+run_wrk() { # run_wrk SECS URL HDR LUA CONNS OUTFILE
+    local secs=$1 url=$2 hdr=$3 lua=$4 conns=$5 wfile=$6 th=$WRK_THREADS
+    [ "$th" -le "$conns" ] || th=$conns
+    local args=(-t"$th" -c"$conns" -d"${secs}s" --timeout 5s -s "$lua")
     [ -n "$hdr" ] && args+=(-H "$hdr")
     # in the background + wait, so that INT/TERM traps fire at once, not after wrk
     taskset -c "$LOAD_CPUS" "$WRK_BIN" "${args[@]}" "$url" >"$wfile" 2>&1 &
-    local wp=$!
-    STARTED+=("$wp")
-    wait "$wp" || true
-    forget_pid "$wp"
+    LOADGEN_PID=$!
+    STARTED+=("$LOADGEN_PID")
+    wait "$LOADGEN_PID" || true
+    forget_pid "$LOADGEN_PID"
+}
+run_openloop() { # run_openloop SECS URL RATE CONNS OUTFILE
+    taskset -c "$LOAD_CPUS" "$OPENLOOP_BIN" --url "$2" --rate "$3" --duration "$1" --connections "$4" >"$5" 2>&1 &
+    LOADGEN_PID=$!
+    STARTED+=("$LOADGEN_PID")
+    wait "$LOADGEN_PID" || true
+    forget_pid "$LOADGEN_PID"
 }
 
-one_run() { # one_run REP SCENARIO PROXY
-    local rep=$1 sc=$2 px=$3 tag="r$1-$2-$3"
-    local path hdr url pids t0 t1 wout rss
-    path=$(scenario_path "$sc"); hdr=$(scenario_hdr "$sc")
-    if [ "$px" = ringlb ] && [ "$have_ringlb" = 0 ]; then
-        bad_row "$rep" "$sc" "$px" skipped "" "" "" "" "$RINGLB_SKIP_REASON"
-        return
+# ringlb counters: SIGUSR1 makes it log "stats (SIGUSR1): key=value ..." to stderr.
+ringlb_stats() { # ringlb_stats LOGFILE: signal, wait (<= 2 s) for the new line
+    local lf=$1 n0 i
+    n0=$(grep -c 'stats (SIGUSR1)' "$lf" || true)
+    kill -USR1 "$PROXY_PID" 2>/dev/null || return 1
+    for ((i = 0; i < 200; i++)); do
+        [ "$(grep -c 'stats (SIGUSR1)' "$lf" || true)" -gt "$n0" ] && return 0
+        sleep 0.01
+    done
+    return 1
+}
+ringlb_deltas() { # last two stats lines -> "requests per_enters per_sqes per_copied per_zc counters"
+    grep 'stats (SIGUSR1)' "$1" | tail -n 2 | awk '
+        {
+            for (i = 1; i <= NF; i++) if ($i ~ /^[a-z0-9_]+=[0-9]+$/) {
+                split($i, kv, "="); v[NR, kv[1]] = kv[2]; if (NR == 1) keys[++nk] = kv[1]
+            }
+        }
+        END {
+            if (NR < 2) exit
+            req = v[2, "requests"] - v[1, "requests"]
+            s = ""
+            for (k = 1; k <= nk; k++) s = s (k > 1 ? ";" : "") keys[k] "=" (v[2, keys[k]] - v[1, keys[k]])
+            e = (req > 0) ? sprintf("%.3f", (v[2, "ring_enters"] - v[1, "ring_enters"]) / req) : ""
+            q = (req > 0) ? sprintf("%.3f", (v[2, "ring_sqes"] - v[1, "ring_sqes"]) / req) : ""
+            c = (req > 0 && ((2, "bytes_copied") in v)) ? sprintf("%.1f", (v[2, "bytes_copied"] - v[1, "bytes_copied"]) / req) : ""
+            z = (req > 0 && ((2, "zc_sends") in v)) ? sprintf("%.3f", (v[2, "zc_sends"] - v[1, "zc_sends"]) / req) : ""
+            printf "%d %s %s %s %s %s\n", req, (e == "" ? "-" : e), (q == "" ? "-" : q), (c == "" ? "-" : c), (z == "" ? "-" : z), s
+        }'
+}
+
+OL_RATE=""
+OL_RATE_SRC=""
+choose_rate() {
+    if [ -n "$RATE" ]; then OL_RATE=$RATE; OL_RATE_SRC="--rate"; return; fi
+    local r
+    r=$("$PYTHON" - "$CSV" "$RATE_FRACTION" <<'PYEOF'
+import csv, statistics, sys
+rows = [r for r in csv.DictReader(open(sys.argv[1]))
+        if r["kind"] == "ka" and r["size_bytes"] in ("0", "1024") and r["connections"] == "64"
+        and r["proxy"] not in ("direct", "relay") and r["status"] in ("ok", "errors") and r["rps"]]
+by = {}
+for r in rows:
+    by.setdefault((r["proxy"], r["scenario"]), []).append(float(r["rps"]))
+if by:
+    low = min(statistics.median(v) for v in by.values())
+    print(max(100, int(low * float(sys.argv[2]) / 100 / 100) * 100))
+PYEOF
+)
+    if [ -n "$r" ]; then
+        OL_RATE=$r; OL_RATE_SRC="$RATE_FRACTION% of the lowest proxy median req/s in ka-0/ka-1k (64 connections)"
+    else
+        OL_RATE=$RATE_DEFAULT; OL_RATE_SRC="default (no ka-0/ka-1k 64-connection result to derive it from)"
     fi
+    echo "openloop_rate=$OL_RATE" >>"$OUT/env.txt"
+    echo "openloop_rate_source=$OL_RATE_SRC" >>"$OUT/env.txt"
+    log "open-loop rate: $OL_RATE req/s ($OL_RATE_SRC)"
+}
+
+RUN_DISTURBED=0
+one_run() { # one_run REP SCENARIO PROXY ATTEMPT -> appends a row, sets RUN_DISTURBED
+    local rep=$1 sc=$2 px=$3 attempt=$4 tag="r$1-$2-$3"
+    [ "$attempt" -gt 1 ] && tag+="-a$attempt"
+    scen_parse "$sc"
+    R=([rep]=$rep [scenario]=$sc [kind]=$S_KIND [size_bytes]=$S_SIZE [connections]=$S_CONNS [proxy]=$px
+        [attempt]=$attempt [disturbed]=0)
+    [ "$S_CONNS" = "$S_REQ_CONNS" ] || R[note]="connections capped from $S_REQ_CONNS to $S_CONNS by ulimit -n $NOFILE"
+    RUN_DISTURBED=0
+    if [ -n "${SKIP[$px]:-}" ]; then
+        R[status]=skipped; R[note]=${SKIP[$px]}; emit_row; return
+    fi
+    if [ "$S_KIND" = openloop ] && [ -n "$OPENLOOP_SKIP" ]; then
+        R[status]=skipped; R[note]=$OPENLOOP_SKIP; emit_row; return
+    fi
+    local lua="$OUT/report.lua"
+    [ "$S_KIND" = upload ] && lua=$(write_upload_lua "$S_SIZE")
+    [ "$S_KIND" = openloop ] && R[target_rate]=$OL_RATE
+
+    START_RC=""
     if ! start_proxy "$px" "$tag"; then
         local why
         why="$START_ERR; log: $(tail -n 3 "$OUT/logs/$px-$tag.log" 2>/dev/null | tr '\n",' '   ' | cut -c1-200)"
-        log "FAIL $tag: proxy did not come up: $why"
         stop_proxy
-        bad_row "$rep" "$sc" "$px" failed "" "" "" "" "start failed: $why"
-        return
+        if [ "$px" = relay ] && [ "${START_RC:-x}" = 0 ]; then
+            SKIP[relay]="bench_relay exited at once with status 0 and never accepted (still a placeholder?)"
+            log "SKIP relay: ${SKIP[relay]}"
+            R[status]=skipped; R[note]=${SKIP[relay]}; emit_row; return
+        fi
+        log "FAIL $tag: proxy did not come up: $why"
+        R[status]=failed; R[note]="start failed: $why"; emit_row; return
     fi
-    url="http://127.0.0.1:$PORT$path"
-    [ "$WARMUP" -gt 0 ] && run_wrk "$WARMUP" "$url" "$hdr" "$OUT/logs/wrk-$tag-warmup.txt"
+    local url="http://127.0.0.1:$PORT$S_PATH" wfile="$OUT/logs/load-$tag.txt"
+    if [ "$WARMUP" -gt 0 ]; then
+        if [ "$S_KIND" = openloop ]; then
+            run_openloop "$WARMUP" "$url" "$OL_RATE" "$S_CONNS" "$OUT/logs/load-$tag-warmup.txt"
+        else
+            run_wrk "$WARMUP" "$url" "$S_HDR" "$lua" "$S_CONNS" "$OUT/logs/load-$tag-warmup.txt"
+        fi
+    fi
 
-    pids=""
+    local pids="" t0 t1 b0 b1 c0 c1 stats_ok=0
     [ -n "$PROXY_PID" ] && pids=$(proc_tree "$PROXY_PID")
+    [ "$px" = ringlb ] && ringlb_stats "$OUT/logs/$px-$tag.log" && stats_ok=1
     # shellcheck disable=SC2086
     t0=$(cpu_ticks $pids)
+    b0=$(cpu_ticks "$BACKEND_PID")
+    c0=$(children_cpu_us)
     stat_snap >"$OUT/.stat0"
-    run_wrk "$DURATION" "$url" "$hdr" "$OUT/logs/wrk-$tag.txt"
+    if [ "$S_KIND" = openloop ]; then
+        run_openloop "$DURATION" "$url" "$OL_RATE" "$S_CONNS" "$wfile"
+    else
+        run_wrk "$DURATION" "$url" "$S_HDR" "$lua" "$S_CONNS" "$wfile"
+    fi
     stat_snap >"$OUT/.stat1"
+    c1=$(children_cpu_us)
+    b1=$(cpu_ticks "$BACKEND_PID")
+    local rss=""
     if [ -n "$PROXY_PID" ]; then
-        # re-read the tree: a worker that was replaced mid-run would be missed
         local pids2; pids2=$(proc_tree "$PROXY_PID")
         [ "$pids2" = "$pids" ] || log "WARNING $tag: proxy process set changed during the run ($pids -> $pids2)"
         # shellcheck disable=SC2086
@@ -519,184 +936,133 @@ one_run() { # one_run REP SCENARIO PROXY
         # shellcheck disable=SC2086
         rss=$(rss_kb $pids2)
     else
-        t1="0 0"; rss=""
+        t1="0 0"; t0="0 0"
     fi
-    local la; la=$(cut -d' ' -f1 /proc/loadavg)
-    local pbusy lbusy obusy
-    pbusy=$(busy_pct "$OUT/.stat0" "$OUT/.stat1" "$PROXY_CPU_SET")
-    lbusy=$(busy_pct "$OUT/.stat0" "$OUT/.stat1" "$LOAD_CPU_SET")
-    obusy=$(busy_pct "$OUT/.stat0" "$OUT/.stat1" "$OTHER_CPU_SET")
+    [ "$px" = ringlb ] && [ "$stats_ok" = 1 ] && { ringlb_stats "$OUT/logs/$px-$tag.log" || stats_ok=0; }
+    R[loadavg1]=$(cut -d' ' -f1 /proc/loadavg)
+    R[proxy_cores_busy_pct]=$(busy_pct "$OUT/.stat0" "$OUT/.stat1" "$PROXY_CPU_SET")
+    R[load_cores_busy_pct]=$(busy_pct "$OUT/.stat0" "$OUT/.stat1" "$LOAD_CPU_SET")
+    R[other_cores_busy_pct]=$(busy_pct "$OUT/.stat0" "$OUT/.stat1" "$OTHER_CPU_SET")
     local alive=1
     [ -z "$PROXY_PID" ] || kill -0 "$PROXY_PID" 2>/dev/null || alive=0
     stop_proxy
 
-    wout=$(grep '^WRKRESULT ' "$OUT/logs/wrk-$tag.txt" || true)
-    if [ -z "$wout" ]; then
-        log "FAIL $tag: no wrk result (see logs/wrk-$tag.txt)"
-        bad_row "$rep" "$sc" "$px" failed "$pbusy" "$lbusy" "$obusy" "$la" "no wrk result"
-        return
+    # load generator figures -> R[...]
+    local line kv req dur
+    if [ "$S_KIND" = openloop ]; then
+        line=$(grep -m1 '^openloop ' "$wfile" || true)
+        if [ -z "$line" ]; then
+            log "FAIL $tag: no bench_openloop result (see logs/load-$tag.txt)"
+            R[status]=failed; R[note]="no bench_openloop result"; emit_row; return
+        fi
+        declare -A O=()
+        for kv in ${line#openloop }; do O[${kv%%=*}]=${kv#*=}; done
+        req=${O[completed]:-0}
+        dur=${O[duration]:-$DURATION}; dur=${dur%s}
+        R[requests]=$req; R[duration_s]=$dur; R[rps]=${O[achieved_rps]:-}
+        R[p50_us]=${O[p50_us]:-}; R[p90_us]=${O[p90_us]:-}; R[p99_us]=${O[p99_us]:-}
+        R[p999_us]=${O[p999_us]:-}; R[p9999_us]=${O[p9999_us]:-}; R[max_us]=${O[max_us]:-}
+        R[errors]=${O[errors]:-0}
+        local lost=$(( ${O[sent]:-0} - req - ${O[errors]:-0} ))
+        [ "$lost" -le 0 ] || R[note]="$lost request(s) sent but neither completed nor failed"
+        awk -v a="${O[achieved_rps]:-0}" -v r="$OL_RATE" 'BEGIN { exit !(a < 0.97 * r) }' &&
+            R[note]="${R[note]:+${R[note]}; }achieved rate below 97% of the target: saturated"
+    else
+        line=$(grep -m1 '^WRKRESULT ' "$wfile" || true)
+        if [ -z "$line" ]; then
+            log "FAIL $tag: no wrk result (see logs/load-$tag.txt)"
+            R[status]=failed; R[note]="no wrk result"; emit_row; return
+        fi
+        declare -A W=()
+        for kv in ${line#WRKRESULT }; do W[${kv%%=*}]=${kv#*=}; done
+        req=${W[requests]}
+        dur=$(calc "${W[duration_us]} / 1e6" 3)
+        R[requests]=$req; R[duration_s]=$dur
+        R[rps]=$(calc "$dur > 0 ? $req / $dur : 0" 1)
+        for kv in p50_us p90_us p99_us p999_us max_us connect_err read_err write_err timeout_err status_err; do R[$kv]=${W[$kv]}; done
+        R[errors]=$((W[connect_err] + W[read_err] + W[write_err] + W[timeout_err] + W[status_err]))
     fi
-    local row
-    row=$(echo "$wout" | awk -v t0="$t0" -v t1="$t1" -v tck="$CLK_TCK" -v proxy="$px" -v rss="$rss" \
-        -v rep="$rep" -v sc="$sc" -v alive="$alive" -v pb="$pbusy" -v lb="$lbusy" -v ob="$obusy" -v la="$la" '
-        {
-            for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-            split(t0, a, " "); split(t1, b, " ")
-            req = v["requests"]; dur = v["duration_us"] / 1e6
-            rps = dur > 0 ? req / dur : 0
-            status = alive ? "ok" : "proxy-died"
-            if (v["connect_err"] + v["read_err"] + v["write_err"] + v["timeout_err"] + v["status_err"] > 0 && status == "ok")
-                status = "errors"
-            if (proxy == "direct") { cu = cs = ct = cpct = "" }
-            else {
-                du = (b[1] - a[1]) * 1e6 / tck; ds = (b[2] - a[2]) * 1e6 / tck
-                cu = req > 0 ? sprintf("%.3f", du / req) : ""
-                cs = req > 0 ? sprintf("%.3f", ds / req) : ""
-                ct = req > 0 ? sprintf("%.3f", (du + ds) / req) : ""
-                cpct = dur > 0 ? sprintf("%.1f", (du + ds) / 1e6 / dur * 100) : ""
-            }
-            printf "%s,%s,%s,%s,%d,%.3f,%.1f,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%s,%s,%s,%s,%s,%s,%s,%s,%s,\n",
-                rep, sc, proxy, status, req, dur, rps, v["p50_us"], v["p90_us"], v["p99_us"], v["p999_us"], v["max_us"],
-                v["connect_err"], v["read_err"], v["write_err"], v["timeout_err"], v["status_err"],
-                cu, cs, ct, cpct, rss, pb, lb, ob, la
-        }')
-    echo "$row" >>"$CSV"
-    log "$(echo "$row" | awk -F, '{ printf "%-4s %-6s %-8s %-10s rps=%-10s p50=%sus p99=%sus cpu/req=%sus errs=%d rss=%skB proxycore=%s%% loadcore=%s%%", "r"$1, $2, $3, $4, $7, $8, $10, $20, $13+$14+$15+$16+$17, $22, $23, $24 }')"
+    R[status]=ok
+    [ "${R[errors]:-0}" -gt 0 ] && R[status]=errors
+    [ "$alive" = 1 ] || R[status]=proxy-died
+
+    # CPU: proxy tree, and load side (wrk/openloop via `times`, backend via /proc)
+    local tu ts pcpu=0
+    read -r -a a0 <<<"$t0"; read -r -a a1 <<<"$t1"
+    tu=$(calc "(${a1[0]} - ${a0[0]}) * 1e6 / $CLK_TCK" 0)
+    ts=$(calc "(${a1[1]} - ${a0[1]}) * 1e6 / $CLK_TCK" 0)
+    if [ -n "$pids" ] && [ "$req" -gt 0 ]; then
+        R[cpu_user_us_per_req]=$(calc "$tu / $req")
+        R[cpu_sys_us_per_req]=$(calc "$ts / $req")
+        R[cpu_us_per_req]=$(calc "($tu + $ts) / $req")
+        pcpu=$(calc "($tu + $ts) / 1e6 / $dur * 100" 1)
+        R[proxy_cpu_pct]=$pcpu
+        R[rss_kb]=$rss
+    fi
+    read -r -a a0 <<<"$b0"; read -r -a a1 <<<"$b1"
+    local load_us
+    load_us=$(calc "(${a1[0]} + ${a1[1]} - ${a0[0]} - ${a0[1]}) * 1e6 / $CLK_TCK + $c1 - $c0" 0)
+    R[load_procs_cpu_pct]=$(calc "$load_us / 1e6 / $dur * 100" 1)
+    R[other_on_proxy_cores_pct]=$(calc "${R[proxy_cores_busy_pct]:-0} * $NPROXY_CPU - $pcpu" 1)
+    R[other_on_load_cores_pct]=$(calc "${R[load_cores_busy_pct]:-0} * $NLOAD_CPU - ${R[load_procs_cpu_pct]}" 1)
+    local ps=0 ls=0
+    awk -v b="${R[proxy_cores_busy_pct]:-0}" 'BEGIN { exit !(b >= 90) }' && ps=1
+    awk -v b="${R[load_cores_busy_pct]:-0}" 'BEGIN { exit !(b >= 90) }' && ls=1
+    case "$ps$ls" in 11) R[saturated]=both ;; 10) R[saturated]=proxy ;; 01) R[saturated]=load ;; *) R[saturated]=none ;; esac
+    [ "$px" = direct ] && [ "$ls" = 1 ] && R[saturated]=load
+    if awk -v o="${R[other_on_proxy_cores_pct]}" -v t="$DISTURB_PCT" 'BEGIN { exit !(o > t) }'; then
+        R[disturbed]=1; RUN_DISTURBED=1
+    fi
+
+    # ringlb's own counters over the measured window
+    if [ "$px" = ringlb ]; then
+        if [ "$stats_ok" = 1 ]; then
+            local d; d=$(ringlb_deltas "$OUT/logs/$px-$tag.log")
+            if [ -n "$d" ]; then
+                local rq e q cpy z cn
+                read -r rq e q cpy z cn <<<"$d"
+                R[ringlb_requests]=$rq; R[ringlb_counters]=$cn
+                [ "$e" = - ] || R[ring_enters_per_req]=$e
+                [ "$q" = - ] || R[ring_sqes_per_req]=$q
+                [ "$cpy" = - ] || R[bytes_copied_per_req]=$cpy
+                [ "$z" = - ] || R[zc_sends_per_req]=$z
+            fi
+        else
+            R[note]="${R[note]:+${R[note]}; }no SIGUSR1 stats line from ringlb"
+        fi
+    fi
+    [ "$RUN_DISTURBED" = 1 ] && [ "$attempt" -le "$MAX_RETRIES" ] && R[status]=retried
+    emit_row
+    log "$(printf 'r%-2s %-14s %-8s %-9s rps=%-9s p99=%-7s cpu/req=%-8s errs=%-4s rss=%-7s proxy=%s%% load=%s%% other(p/l)=%s/%s%% sat=%s' \
+        "$rep" "$sc" "$px" "${R[status]}" "${R[rps]}" "${R[p99_us]}" "${R[cpu_us_per_req]:-}" "${R[errors]}" "${R[rss_kb]:-}" \
+        "${R[proxy_cores_busy_pct]}" "${R[load_cores_busy_pct]}" "${R[other_on_proxy_cores_pct]}" "${R[other_on_load_cores_pct]}" "${R[saturated]}")"
 }
 
 # ------------------------------------------------------------ main loop
-total=$((REPS * ${#SCEN_LIST[@]} * ${#PROXY_LIST[@]}))
-log "$total runs of ${DURATION}s (+${WARMUP}s warm-up) -> $OUT"
+nrows=${#PROXY_LIST[@]}
+total=$((REPS * ${#SCEN_LIST[@]} * nrows))
+log "$total runs of ${DURATION}s (+${WARMUP}s warm-up): ${#SCEN_LIST[@]} scenario(s) x $nrows row(s) x $REPS rep(s) -> $OUT"
+T_START=$(date +%s)
 for ((rep = 1; rep <= REPS; rep++)); do
     for sc in "${SCEN_LIST[@]}"; do
-        for px in "${PROXY_LIST[@]}"; do
-            one_run "$rep" "$sc" "$px"
+        scen_parse "$sc"
+        [ "$S_KIND" != openloop ] || [ -n "$OL_RATE" ] || [ -n "$OPENLOOP_SKIP" ] || choose_rate
+        # rotate the row order each repetition so no row always runs first after a scenario change
+        for ((i = 0; i < nrows; i++)); do
+            px=${PROXY_LIST[$(((i + rep - 1) % nrows))]}
+            for ((attempt = 1; attempt <= MAX_RETRIES + 1; attempt++)); do
+                one_run "$rep" "$sc" "$px" "$attempt"
+                [ "$RUN_DISTURBED" = 1 ] && [ "$attempt" -le "$MAX_RETRIES" ] || break
+                log "  disturbed (other on proxy cores ${R[other_on_proxy_cores_pct]}% > $DISTURB_PCT%): retry $attempt/$MAX_RETRIES"
+                sleep 1
+            done
         done
     done
 done
 echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/env.txt"
-rm -f "$OUT/.s0" "$OUT/.s1" "$OUT/.stat0" "$OUT/.stat1"
+echo "elapsed_s=$(($(date +%s) - T_START))" >>"$OUT/env.txt"
+rm -f "$OUT/.s0" "$OUT/.s1" "$OUT/.stat0" "$OUT/.stat1" "$OUT/.times"
 
 # ------------------------------------------------------------ report
-"$PYTHON" - "$OUT" "${PROXY_LIST[*]}" "${SCEN_LIST[*]}" <<'PYEOF'
-import csv, os, statistics, sys
-
-out, proxies, scenarios = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
-rows = list(csv.DictReader(open(os.path.join(out, "runs.csv"))))
-env = {}
-for line in open(os.path.join(out, "env.txt")):
-    if "=" in line:
-        k, v = line.rstrip("\n").split("=", 1)
-        env[k] = v
-
-def num(r, k):
-    v = r.get(k, "")
-    try:
-        return float(v)
-    except ValueError:
-        return None
-
-def vals(rs, k):
-    return [x for x in (num(r, k) for r in rs) if x is not None]
-
-def med(xs):
-    return statistics.median(xs) if xs else None
-
-def fmt(x, nd=0):
-    if x is None:
-        return "–"
-    return f"{x:,.{nd}f}"
-
-def spread(xs, nd=0):
-    if len(xs) < 2:
-        return ""
-    return f" ({fmt(min(xs), nd)}–{fmt(max(xs), nd)})"
-
-desc = {"small": "GET /size/64, keep-alive",
-        "16k": "GET /size/16384, keep-alive",
-        "close": "GET /size/64, `Connection: close` (new client connection per request)"}
-
-L = []
-L.append("# ringlb benchmark: ringlb vs nginx vs HAProxy\n")
-L.append(f"- date (UTC): {env.get('date_utc')}, host `{env.get('host')}`, {env.get('kernel')}, "
-         f"{env.get('cpu_model')} ({env.get('online_cpus')} CPUs online, governor {env.get('governor')})")
-L.append(f"- proxies pinned to CPU(s) {env.get('proxy_cpus')}, one worker each; wrk + backends pinned to CPU(s) "
-         f"{env.get('load_cpus')}; other CPUs: {env.get('other_cpus')}")
-L.append(f"- wrk {env.get('wrk')}: {env.get('wrk_threads')} thread(s), {env.get('connections')} connections, "
-         f"{env.get('duration_s')} s per run after {env.get('warmup_s')} s warm-up, {env.get('reps')} repetition(s), "
-         f"proxies interleaved within each repetition")
-L.append(f"- nginx {env.get('nginx')}, HAProxy {env.get('haproxy')}, ringlb `{env.get('ringlb')}`"
-         + (f" (commit {commit[:12] if len(commit) == 40 else commit})" if (commit := env.get('ringlb_commit', '')) else ""))
-L.append(f"- backends: bench_backend ({env.get('backend_threads')} thread(s)), round-robin over 2 ports on 127.0.0.1")
-L.append(f"- machine load: idle baseline before the runs: proxy CPUs {env.get('idle_baseline_busy_pct_proxy_cpus')}% busy, "
-         f"load CPUs {env.get('idle_baseline_busy_pct_load_cpus')}% busy, other CPUs "
-         f"{env.get('idle_baseline_busy_pct_other_cpus') or 'n/a'}%; loadavg start {env.get('loadavg_start')}, "
-         f"end {env.get('loadavg_end')}")
-L.append("")
-L.append("Figures are medians over the repetitions; (min–max) is the spread. CPU µs/req counts user+system time of all "
-         "the proxy's processes divided by completed requests; ×HAProxy is that median divided by HAProxy's median. "
-         "Busy% columns are whole-core utilisation from /proc/stat during the measured run "
-         "(proxy core = proxy + kernel work charged to that core; load core = wrk + backends). "
-         "'Other on proxy core' = proxy-core busy time not charged to the proxy's processes (other tasks, "
-         "kernel threads, interrupts): it should be small, otherwise something else was competing.")
-L.append("")
-for sc in scenarios:
-    L.append(f"## {sc}: {desc.get(sc, sc)}\n")
-    L.append("| proxy | runs | req/s | p50 µs | p99 µs | CPU µs/req | user µs/req | sys µs/req | ×HAProxy CPU | RSS kB | errors | proxy core busy % | other on proxy core % | load core busy % |")
-    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    hap = [r for r in rows if r["scenario"] == sc and r["proxy"] == "haproxy" and r["status"] in ("ok", "errors")]
-    hap_cpu = med(vals(hap, "cpu_us_per_req"))
-    for px in proxies:
-        allr = [r for r in rows if r["scenario"] == sc and r["proxy"] == px]
-        good = [r for r in allr if r["status"] in ("ok", "errors")]
-        if not good:
-            st = sorted(set(r["status"] for r in allr)) or ["not run"]
-            note = next((r["note"] for r in allr if r.get("note")), "")
-            L.append(f"| {px} | 0/{len(allr)} | {', '.join(st)}{': ' + note if note else ''} ||||||||||||")
-            continue
-        rps, p50, p99 = vals(good, "rps"), vals(good, "p50_us"), vals(good, "p99_us")
-        cpu, cu, cs = vals(good, "cpu_us_per_req"), vals(good, "cpu_user_us_per_req"), vals(good, "cpu_sys_us_per_req")
-        rss = vals(good, "rss_kb")
-        errs = sum(int(num(r, k) or 0) for r in good
-                   for k in ("connect_err", "read_err", "write_err", "timeout_err", "status_err"))
-        pb, lb = vals(good, "proxy_cores_busy_pct"), vals(good, "load_cores_busy_pct")
-        ncpu = float(env.get("proxy_cpu_count") or 1)
-        other = [num(r, "proxy_cores_busy_pct") * ncpu - (num(r, "proxy_cpu_pct") or 0.0)
-                 for r in good if num(r, "proxy_cores_busy_pct") is not None]
-        ratio = "–"
-        if px == "direct":
-            ratio = "n/a"
-        elif hap_cpu and med(cpu) is not None:
-            ratio = f"{med(cpu) / hap_cpu:.2f}"
-        L.append(f"| {px} | {len(good)}/{len(allr)} | {fmt(med(rps))}{spread(rps)} | {fmt(med(p50))}{spread(p50)} | "
-                 f"{fmt(med(p99))}{spread(p99)} | {fmt(med(cpu), 2)}{spread(cpu, 2)} | {fmt(med(cu), 2)} | {fmt(med(cs), 2)} | "
-                 f"{ratio} | {fmt(med(rss))} | {errs} | {fmt(med(pb), 1)} | {fmt(med(other), 1)} | {fmt(med(lb), 1)} |")
-    L.append("")
-noisy = []
-for r in rows:
-    pb, pc = num(r, "proxy_cores_busy_pct"), num(r, "proxy_cpu_pct")
-    if pb is None or r["status"] not in ("ok", "errors"):
-        continue
-    other = pb * float(env.get("proxy_cpu_count") or 1) - (pc or 0.0)
-    if other > 5.0:
-        noisy.append((r, other))
-if noisy:
-    L.append("## Runs with other load on the proxy core (> 5% of a core not charged to the proxy)\n")
-    L.append("Something else (another process, kernel threads, interrupts) used the proxy's core during these "
-             "runs; treat their figures with care, or re-run on a quiet machine.\n")
-    for r, other in noisy:
-        L.append(f"- rep {r['rep']} {r['scenario']} {r['proxy']}: {other:.1f}% (loadavg {r['loadavg1']})")
-    L.append("")
-bad = [r for r in rows if r["status"] not in ("ok",)]
-if bad:
-    L.append("## Runs that were not clean\n")
-    for r in bad:
-        L.append(f"- rep {r['rep']} {r['scenario']} {r['proxy']}: {r['status']} {r.get('note', '')}")
-    L.append("")
-L.append(f"Per-run data: `runs.csv`; generated configs: `nginx.conf`, `haproxy.cfg`, `ringlb.cmdline`, `report.lua`; "
-         "raw wrk output and proxy logs: `logs/`; environment: `env.txt`.")
-text = "\n".join(L) + "\n"
-open(os.path.join(out, "report.md"), "w").write(text)
-sys.stdout.write(text)
-PYEOF
-log "report: $OUT/report.md  runs: $CSV"
+GNUPLOT_BIN=$GNUPLOT_BIN "$PYTHON" "$BENCH_DIR/report.py" "$OUT"
+log "report: $OUT/report.md  runs: $CSV  ($(($(date +%s) - T_START)) s)"

@@ -220,8 +220,31 @@ static void add_starved(struct rlb_worker *w, struct rlb_conn *c)
     w->starved[w->num_starved++] = ((uint64_t)rlb_conn_slot(w, c) << 32) | c->gen;
 }
 
+/* When the buffer ring is nearly empty and connections starve, the first
+ * to go are clients still sending their head, oldest first: a partial head
+ * pins a whole buffer, so a crowd of slow (or slowloris) clients could
+ * otherwise hold every buffer until their header timeout. */
+static void shed_slow_heads(struct rlb_worker *w)
+{
+    uint32_t want = w->bufs.count / 16;
+    struct rlb_timer_list *l = &w->timers.lists[RLB_TIMER_CLIENT_HEADER];
+    uint32_t budget = want;
+    uint32_t s = l->head;
+    while (w->bufs.in_ring + w->bufs.pending_adds < want && s != RLB_SLOT_NONE && budget--) {
+        struct rlb_conn *c = &w->conns[s];
+        s = c->timer.next;
+        if (c->inq_bytes) {
+            w->stats.shed++;
+            rlb_proxy_timeout(w, c, RLB_TIMER_CLIENT_HEADER);
+            rlb_conn_try_free(w, c);
+        }
+    }
+}
+
 static void rearm_starved(struct rlb_worker *w)
 {
+    if (w->num_starved && w->bufs.in_ring + w->bufs.pending_adds < w->bufs.count / 16)
+        shed_slow_heads(w);
     /* Re-arm only once a good share of the ring is back, or the same
      * connections would starve again at once. */
     if (!w->num_starved || w->bufs.in_ring < w->bufs.count / 4)

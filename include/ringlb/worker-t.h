@@ -149,6 +149,7 @@ struct rlb_worker_stats {
     uint64_t upstream_reused;
     uint64_t upstream_retries;
     uint64_t enobufs;
+    uint64_t shed;          /* slow clients closed to win buffers back */
     uint64_t timeouts;
     struct rlb_ring_counters ring;
     uint64_t bytes_copied;  /* user-space copies (heads spanning receives) */
