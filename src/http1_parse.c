@@ -611,7 +611,20 @@ static bool target_form_ok(uint8_t method, const char *t, size_t n)
         return true;
     if (n == 1 && t[0] == '*')
         return method == RLB_METHOD_OPTIONS;
-    return (n > 7 && rlb_str_ieq_lit(t, 7, "http://", 7)) || (n > 8 && rlb_str_ieq_lit(t, 8, "https://", 8));
+    size_t scheme;
+    if (n > 7 && rlb_str_ieq_lit(t, 7, "http://", 7))
+        scheme = 7;
+    else if (n > 8 && rlb_str_ieq_lit(t, 8, "https://", 8))
+        scheme = 8;
+    else
+        return false;
+    /* The authority of an absolute-form target replaces Host (RFC 9112
+     * 3.2.2), so it must be a host as valid as a Host header's, with no
+     * userinfo: "http://a@b/" and "http://e|x/" are refused. */
+    size_t a = scheme;
+    while (a < n && t[a] != '/' && t[a] != '?')
+        a++;
+    return a > scheme && host_chars(t + scheme, a - scheme);
 }
 
 /* "HTTP/" DIGIT "." DIGIT checked byte by byte so that garbage is refused
