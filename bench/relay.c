@@ -282,8 +282,8 @@ static int setup(struct relay *r, const char *listen_text)
     }
     int one = 1;
     r->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (r->listen_fd < 0 || setsockopt(r->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 || bind(r->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-        listen(r->listen_fd, 4096) < 0) {
+    if (r->listen_fd < 0 || setsockopt(r->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        bind(r->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(r->listen_fd, 4096) < 0) {
         fprintf(stderr, "bench_relay: listen on %s: %s\n", listen_text, strerror(errno));
         return -1;
     }
