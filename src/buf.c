@@ -254,3 +254,28 @@ void rlb_outq_discard(struct rlb_outq *q, struct rlb_bufs *b)
     q->arena_used = 0;
     q->queued_bytes = 0;
 }
+
+struct rlb_zc_hold *rlb_zc_hold_inflight(struct rlb_outq_pool *pool, const struct rlb_outq *q, struct rlb_bufs *b)
+{
+    struct rlb_zc_hold *h = pool->free_holds;
+    if (h)
+        pool->free_holds = h->next;
+    else if (!(h = malloc(sizeof(*h))))
+        return NULL;
+    h->n = 0;
+    h->next = NULL;
+    for (uint16_t i = q->head; i < q->head + q->inflight; i++)
+        if (q->bid[i] != RLB_BUF_NONE) {
+            rlb_buf_ref(b, q->bid[i]);
+            h->bid[h->n++] = q->bid[i];
+        }
+    return h;
+}
+
+void rlb_zc_hold_release(struct rlb_outq_pool *pool, struct rlb_zc_hold *h, struct rlb_bufs *b)
+{
+    for (uint16_t i = 0; i < h->n; i++)
+        rlb_buf_unref(b, h->bid[i]);
+    h->next = pool->free_holds;
+    pool->free_holds = h;
+}

@@ -343,7 +343,7 @@ static int parse_timeouts(struct parser *p, const yaml_node_t *map)
 
 static int parse_buffers(struct parser *p, const yaml_node_t *map)
 {
-    static const char *const keys[] = {"count", "size"};
+    static const char *const keys[] = {"count", "size", "zerocopy_min"};
     if (check_keys(p, map, "buffers", keys, RLB_ARRAY_SIZE(keys)) != 0)
         return -1;
     struct rlb_config *cfg = p->cfg;
@@ -358,6 +358,8 @@ static int parse_buffers(struct parser *p, const yaml_node_t *map)
         if (get_size(p, v, UINT32_MAX, &cfg->buffers.size) != 0)
             return -1;
     }
+    if ((v = get(p, map, "zerocopy_min")) != NULL && get_size(p, v, UINT32_MAX, &cfg->buffers.zerocopy_min) != 0)
+        return -1;
     return 0;
 }
 

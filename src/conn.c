@@ -202,10 +202,27 @@ void rlb_conn_flush(struct rlb_worker *w, struct rlb_conn *c)
         return;
     uint32_t n = rlb_outq_prepare_send(q, RLB_OUTQ_PIECES);
     struct io_uring_sqe *sqe = rlb_ring_sqe(&w->ring, &w->stats.ring);
-    if (n == 1)
+    uint32_t zc_min = w->cfg->buffers.zerocopy_min;
+    size_t bytes = 0;
+    for (uint32_t i = 0; zc_min && i < n; i++)
+        bytes += q->iov[q->head + i].iov_len;
+    struct rlb_zc_hold *hold = NULL;
+    if (zc_min && bytes >= zc_min && (hold = rlb_zc_hold_inflight(&w->outqs, q, &w->bufs)) != NULL) {
+        /* Worth it only for large sends: each costs a second completion,
+         * and its buffers stay pinned (by the hold) until the notification. */
+        io_uring_prep_sendmsg_zc(sqe, c->fd, &q->msg, MSG_NOSIGNAL);
+        struct rlb_zc_hold **tail = &c->zc_holds;
+        while (*tail)
+            tail = &(*tail)->next;
+        *tail = hold;
+        c->flags |= RLB_CF_SEND_ZC;
+        c->ops++; /* the notification */
+        w->stats.zc_sends++;
+    } else if (n == 1) {
         io_uring_prep_send(sqe, c->fd, q->iov[q->head].iov_base, q->iov[q->head].iov_len, MSG_NOSIGNAL);
-    else
+    } else {
         io_uring_prep_sendmsg(sqe, c->fd, &q->msg, MSG_NOSIGNAL);
+    }
     io_uring_sqe_set_data64(sqe, rlb_ud(RLB_OP_SEND, rlb_conn_slot(w, c), c->gen));
     c->flags |= RLB_CF_SEND_INFLIGHT;
     c->ops++;

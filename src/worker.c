@@ -291,10 +291,44 @@ static void handle_recv(struct rlb_worker *w, struct rlb_conn *c, struct io_urin
     rlb_conn_try_free(w, c);
 }
 
+/* Zero-copy sends: a hold with extra references on the send's buffers was
+ * queued when it was posted (rlb_conn_flush), and two completions were
+ * counted in ops: the result and the notification. The kernel usually posts
+ * the result first but does not promise it, so either order is handled:
+ * notifications release holds oldest first (one socket's notifications
+ * follow its sends), and a result without IORING_CQE_F_MORE means no
+ * notification will come, so it releases its own (the newest) hold. */
+static void handle_send_notif(struct rlb_worker *w, struct rlb_conn *c)
+{
+    struct rlb_zc_hold *h = c->zc_holds;
+    RLB_BUG_ON(!h);
+    c->zc_holds = h->next;
+    rlb_zc_hold_release(&w->outqs, h, &w->bufs);
+    c->ops--;
+    rlb_conn_try_free(w, c);
+}
+
+static void drop_newest_hold(struct rlb_worker *w, struct rlb_conn *c)
+{
+    struct rlb_zc_hold **pp = &c->zc_holds;
+    RLB_BUG_ON(!*pp);
+    while ((*pp)->next)
+        pp = &(*pp)->next;
+    rlb_zc_hold_release(&w->outqs, *pp, &w->bufs);
+    *pp = NULL;
+    c->ops--;
+}
+
 static void handle_send(struct rlb_worker *w, struct rlb_conn *c, struct io_uring_cqe *cqe)
 {
+    if (cqe->flags & IORING_CQE_F_NOTIF) {
+        handle_send_notif(w, c);
+        return;
+    }
     c->ops--;
-    c->flags &= (uint16_t)~RLB_CF_SEND_INFLIGHT;
+    if ((c->flags & RLB_CF_SEND_ZC) && !(cqe->flags & IORING_CQE_F_MORE))
+        drop_newest_hold(w, c);
+    c->flags &= (uint16_t)~(RLB_CF_SEND_INFLIGHT | RLB_CF_SEND_ZC);
     bool closing = c->kind == RLB_CONN_CLIENT ? c->state == RLB_CS_CLOSING : c->state == RLB_US_CLOSING;
     if (!closing)
         rlb_proxy_sent(w, c, cqe->res);
@@ -405,6 +439,9 @@ static void run_loop(struct rlb_worker *w)
         }
         io_uring_cq_advance(&w->ring, n);
         expire_timers(w);
+        /* Buffers given back during this turn count now: a starved
+         * connection must not wait for an event that may never come. */
+        rlb_bufs_publish(&w->bufs);
         rearm_starved(w);
         rearm_paused_accepts(w);
         if (w->draining) {
@@ -451,6 +488,11 @@ static void worker_teardown(struct rlb_worker *w)
     while ((q = w->outqs.free)) {
         w->outqs.free = q->next_free;
         free(q);
+    }
+    struct rlb_zc_hold *h;
+    while ((h = w->outqs.free_holds)) {
+        w->outqs.free_holds = h->next;
+        free(h);
     }
     if (w->ring_ready)
         io_uring_queue_exit(&w->ring);

@@ -63,6 +63,16 @@ struct rlb_outq {
 struct rlb_outq_pool {
     struct rlb_outq *free;
     uint32_t allocated;
+    struct rlb_zc_hold *free_holds;
+};
+
+/* References kept on the buffers of one zero-copy send until the kernel's
+ * notification says it no longer reads them: the send's own completion
+ * comes earlier and only means the bytes were queued. */
+struct rlb_zc_hold {
+    int32_t bid[RLB_OUTQ_PIECES];
+    uint16_t n;
+    struct rlb_zc_hold *next;
 };
 
 #endif

@@ -77,6 +77,12 @@ uint32_t rlb_outq_prepare_send(struct rlb_outq *q, uint32_t max_pieces);
  * whole pieces, trims a partial one, ends the in-flight state. */
 void rlb_outq_sent(struct rlb_outq *q, struct rlb_bufs *b, size_t sent);
 
+/* A hold with an extra reference on every buffer of the send in flight,
+ * or NULL on memory exhaustion. */
+struct rlb_zc_hold *rlb_zc_hold_inflight(struct rlb_outq_pool *pool, const struct rlb_outq *q, struct rlb_bufs *b);
+/* Drops a hold's references and recycles it. */
+void rlb_zc_hold_release(struct rlb_outq_pool *pool, struct rlb_zc_hold *h, struct rlb_bufs *b);
+
 /* Drops every piece and its reference (connection abort). */
 void rlb_outq_discard(struct rlb_outq *q, struct rlb_bufs *b);
 

@@ -94,7 +94,8 @@ struct rlb_timeouts_cfg {     /* all in milliseconds */
 
 struct rlb_buffers_cfg {
     uint32_t count; /* provided buffers per worker, power of two; default 1024 */
-    uint32_t size;  /* bytes per buffer, power of two, 4096..65536; default 16384 */
+    uint32_t size;  /* bytes per buffer, power of two, 4096..65536; default 32768 */
+    uint32_t zerocopy_min; /* sends of at least this many bytes use send-zero-copy; 0 (default): never */
 };
 
 struct rlb_config {

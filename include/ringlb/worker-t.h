@@ -48,6 +48,7 @@ enum rlb_upstream_state {
 #define RLB_CF_STARVED 0x0040        /* recv ended with ENOBUFS; re-armed when buffers return */
 #define RLB_CF_ABORT 0x0080          /* closing without a graceful shutdown */
 #define RLB_CF_NODELAY_SET 0x0100
+#define RLB_CF_SEND_ZC 0x0200         /* the send in flight is a send-zero-copy */
 
 enum rlb_resp_state {
     RLB_RS_HEAD = 0,
@@ -116,6 +117,7 @@ struct rlb_conn {
     char ip[47];        /* client: peer address as text, filled on the first request */
 
     struct rlb_outq *outq; /* owned; from the worker's pool while bytes wait */
+    struct rlb_zc_hold *zc_holds; /* buffers of zero-copy sends awaiting their notification, oldest first */
     struct rlb_txn *txn;   /* client: the request being served */
 
     struct rlb_timer_node timer;
@@ -149,6 +151,7 @@ struct rlb_worker_stats {
     uint64_t upstream_reused;
     uint64_t upstream_retries;
     uint64_t enobufs;
+    uint64_t zc_sends;      /* send-zero-copy operations */
     uint64_t shed;          /* slow clients closed to win buffers back */
     uint64_t timeouts;
     struct rlb_ring_counters ring;
