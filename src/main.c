@@ -31,6 +31,7 @@ static void usage(FILE *out)
             "  -l, --listen ADDR     listen address, e.g. 127.0.0.1:8080, [::]:8080, *:80\n"
             "  -b, --backend ADDR    backend address; ADDR@WEIGHT sets a weight (repeatable)\n"
             "  -w, --workers N       worker threads (default: one per CPU)\n"
+            "      --zerocopy-min SIZE  send-zero-copy for sends of at least SIZE (e.g. 64k; default: never)\n"
             "  -v, --verbose         debug logging\n"
             "  -q, --quiet           errors and warnings only\n"
             "  -h, --help            this text\n"
@@ -71,11 +72,14 @@ int main(int argc, char **argv)
         {"listen", required_argument, NULL, 'l'}, {"backend", required_argument, NULL, 'b'},
         {"workers", required_argument, NULL, 'w'}, {"demo", no_argument, NULL, 'D'},
         {"verbose", no_argument, NULL, 'v'},      {"quiet", no_argument, NULL, 'q'},
+        {"zerocopy-min", required_argument, NULL, 'Z'},
         {"help", no_argument, NULL, 'h'},         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     const char *config_path = NULL;
     bool test_only = false, demo = false;
+    uint64_t zerocopy_min = 0;
+    bool zerocopy_set = false;
     struct rlb_oneline_args one = {0};
     const char *backends[MAX_BACKENDS];
     one.backends = backends;
@@ -111,6 +115,13 @@ int main(int argc, char **argv)
         case 'D':
             demo = true;
             break;
+        case 'Z':
+            if (rlb_size_parse(optarg, &zerocopy_min) != 0 || zerocopy_min > UINT32_MAX) {
+                fprintf(stderr, "ringlb: --zerocopy-min expects a size like 64k, got \"%s\"\n", optarg);
+                return 2;
+            }
+            zerocopy_set = true;
+            break;
         case 'v':
             rlb_log_level = RLB_LOG_DEBUG;
             break;
@@ -133,8 +144,8 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (config_path && (one.listen || one.num_backends || demo)) {
-        fprintf(stderr, "ringlb: -c cannot be combined with --listen/--backend/--demo\n");
+    if (config_path && (one.listen || one.num_backends || demo || zerocopy_set)) {
+        fprintf(stderr, "ringlb: -c cannot be combined with --listen/--backend/--demo/--zerocopy-min\n");
         return 2;
     }
 
@@ -179,6 +190,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "ringlb: %s\n", err);
         return 1;
     }
+    if (zerocopy_set)
+        cfg->buffers.zerocopy_min = (uint32_t)zerocopy_min;
     if (test_only) {
         printf("ringlb: %s: configuration is valid (%u listener%s, %u pool%s, %u virtual host%s)\n", cfg->source,
                cfg->num_listeners, cfg->num_listeners == 1 ? "" : "s", cfg->num_pools, cfg->num_pools == 1 ? "" : "s",

@@ -46,5 +46,21 @@ class ZeroCopyTest(H.ProxyTestCase):
         self.assertGreater(zc, 100, line)
 
 
+    def test_one_line_flag(self):
+        down = self.backend("download", size=4 * 1024 * 1024)
+        port = H.free_port()
+        p = self.proxy(args=["--listen", "127.0.0.1:%d" % port, "--backend", down.address, "--workers", "1",
+                             "--zerocopy-min", "16k"])
+        r = H.get_once(port, "/x", timeout=10)
+        self.assertEqual(len(r.body), 4 * 1024 * 1024)
+        os.kill(p.proc.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 3
+        while "zc_sends=" not in p.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertNotIn("zc_sends=0 ", p.log())
+        self.assertEqual(H.run_ringlb(["--listen", "127.0.0.1:1", "--backend", "127.0.0.1:2",
+                                       "--zerocopy-min", "lots"]).returncode, 2)
+
+
 if __name__ == "__main__":
     H.main()
