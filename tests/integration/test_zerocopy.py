@@ -46,6 +46,25 @@ class ZeroCopyTest(H.ProxyTestCase):
         self.assertGreater(zc, 100, line)
 
 
+    def test_rechunked_bodies_stay_exact(self):
+        """Re-chunked bodies interleave generated chunk-size lines with received bytes: the
+        generated ones must never be sent zero-copy (their memory is reused at once)."""
+        chunky = self.backend("chunked", chunks=60, chunk_size=40000, chunk_delay=0)
+        port = H.free_port()
+        self.proxy({
+            "workers": 1,
+            "buffers": {"count": 64, "size": "64k", "zerocopy_min": "4k"},
+            "listeners": [{"address": "127.0.0.1:%d" % port}],
+            "pools": [{"name": "c", "backends": [chunky.address]}],
+            "vhosts": [{"hosts": ["*"], "routes": [{"path": "/", "pool": "c"}]}],
+        })
+        want = b"".join(H.chunk_payload(i, 40000) for i in range(60))
+        with H.Client(port, timeout=20) as c:
+            for i in range(3):
+                r = c.request("GET", "/c%d" % i)
+                self.assertEqual(r.header("transfer-encoding"), "chunked")
+                self.assertEqual(r.body, want)
+
     def test_one_line_flag(self):
         down = self.backend("download", size=4 * 1024 * 1024)
         port = H.free_port()
