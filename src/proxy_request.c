@@ -172,9 +172,11 @@ static bool start_request(struct rlb_worker *w, struct rlb_conn *c, const struct
         rlb__proxy_send_error(w, c, 431);
         return false;
     }
-    if (req->body == RLB_BODY_NONE && idempotent(req->method_id) && !(t->flags & RLB_TF_UPGRADE)) {
+    if (req->body == RLB_BODY_NONE && idempotent(req->method_id) && !(t->flags & RLB_TF_UPGRADE) &&
+        (u->flags & RLB_CF_REUSED)) {
         /* Kept so the request can go out again if a pooled connection turns
-         * out to have been closed by the backend meanwhile. */
+         * out to have been closed by the backend meanwhile. Only then: the
+         * reference pins a whole receive buffer until the response head. */
         t->flags |= RLB_TF_REPLAYABLE;
         t->replay_bid = bid;
         t->replay_head = head;
