@@ -6,64 +6,80 @@
 #include <string.h>
 #include <sys/mman.h>
 
-int rlb_bufs_init(struct rlb_bufs *b, struct io_uring *ring, uint32_t count, uint32_t size, uint32_t linear_cap,
-                  uint32_t linear_size)
+static int group_init(struct rlb_buf_group *g, struct io_uring *ring, unsigned gid, uint32_t count, uint32_t size,
+                      uint32_t base)
 {
-    memset(b, 0, sizeof(*b));
-    b->count = count;
-    b->size = size;
-    b->mask = (uint32_t)io_uring_buf_ring_mask(count);
-    b->linear_cap = linear_cap;
-    b->linear_size = linear_size;
-    b->linear_free = RLB_BUF_NONE;
-
+    g->count = count;
+    g->size = size;
+    g->base = base;
+    g->mask = (uint32_t)io_uring_buf_ring_mask(count);
     /* Buffers are mapped, not malloc'ed: untouched pages cost no RSS, so a
      * generous ring only costs memory under load. */
-    b->mem = mmap(NULL, (size_t)count * size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (b->mem == MAP_FAILED) {
-        b->mem = NULL;
+    g->mem = mmap(NULL, (size_t)count * size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (g->mem == MAP_FAILED) {
+        g->mem = NULL;
         return -errno;
     }
-    b->refs = calloc((size_t)count + linear_cap, sizeof(*b->refs));
-    b->segs = calloc((size_t)count + linear_cap, sizeof(*b->segs));
-    b->linear = calloc(linear_cap ? linear_cap : 1, sizeof(*b->linear));
-    b->linear_next_free = calloc(linear_cap ? linear_cap : 1, sizeof(*b->linear_next_free));
-    if (!b->refs || !b->segs || !b->linear || !b->linear_next_free)
-        return -ENOMEM;
-
     /* liburing 2.3 has no io_uring_setup_buf_ring: map the ring ourselves. */
-    b->ring_bytes = (size_t)count * sizeof(struct io_uring_buf);
-    b->ring = mmap(NULL, b->ring_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (b->ring == MAP_FAILED) {
-        b->ring = NULL;
+    g->ring_bytes = (size_t)count * sizeof(struct io_uring_buf);
+    g->ring = mmap(NULL, g->ring_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (g->ring == MAP_FAILED) {
+        g->ring = NULL;
         return -errno;
     }
-    io_uring_buf_ring_init(b->ring);
+    io_uring_buf_ring_init(g->ring);
     if (ring) {
         struct io_uring_buf_reg reg = {
-            .ring_addr = (uint64_t)(uintptr_t)b->ring,
+            .ring_addr = (uint64_t)(uintptr_t)g->ring,
             .ring_entries = count,
-            .bgid = RLB_BUF_GROUP,
+            .bgid = (uint16_t)gid,
         };
         int rc = io_uring_register_buf_ring(ring, &reg, 0);
         if (rc < 0)
             return rc;
     }
     for (uint32_t i = 0; i < count; i++)
-        io_uring_buf_ring_add(b->ring, b->mem + (size_t)i * size, size, (unsigned short)i, b->mask, (int)i);
-    io_uring_buf_ring_advance(b->ring, (int)count);
-    b->in_ring = count;
+        io_uring_buf_ring_add(g->ring, g->mem + (size_t)i * size, size, (unsigned short)i, g->mask, (int)i);
+    io_uring_buf_ring_advance(g->ring, (int)count);
+    g->in_ring = count;
+    return 0;
+}
+
+int rlb_bufs_init(struct rlb_bufs *b, struct io_uring *ring, const struct rlb_bufs_spec *spec)
+{
+    memset(b, 0, sizeof(*b));
+    b->linear_cap = spec->linear_cap;
+    b->linear_size = spec->linear_size;
+    b->linear_free = RLB_BUF_NONE;
+    uint32_t base = 0;
+    for (unsigned g = 0; g < RLB_BUF_GROUPS; g++) {
+        int rc = group_init(&b->groups[g], ring, g, spec->count[g], spec->size[g], base);
+        if (rc < 0)
+            return rc;
+        base += spec->count[g];
+    }
+    b->ring_ids = base;
+    uint32_t ids = base + b->linear_cap;
+    b->refs = calloc(ids, sizeof(*b->refs));
+    b->segs = calloc(ids, sizeof(*b->segs));
+    b->linear = calloc(b->linear_cap ? b->linear_cap : 1, sizeof(*b->linear));
+    b->linear_next_free = calloc(b->linear_cap ? b->linear_cap : 1, sizeof(*b->linear_next_free));
+    if (!b->refs || !b->segs || !b->linear || !b->linear_next_free)
+        return -ENOMEM;
     return 0;
 }
 
 void rlb_bufs_destroy(struct rlb_bufs *b, struct io_uring *ring)
 {
-    if (ring && b->ring)
-        io_uring_unregister_buf_ring(ring, RLB_BUF_GROUP);
-    if (b->ring)
-        munmap(b->ring, b->ring_bytes);
-    if (b->mem)
-        munmap(b->mem, (size_t)b->count * b->size);
+    for (unsigned i = 0; i < RLB_BUF_GROUPS; i++) {
+        struct rlb_buf_group *g = &b->groups[i];
+        if (ring && g->ring)
+            io_uring_unregister_buf_ring(ring, (int)i);
+        if (g->ring)
+            munmap(g->ring, g->ring_bytes);
+        if (g->mem)
+            munmap(g->mem, (size_t)g->count * g->size);
+    }
     for (uint32_t i = 0; b->linear && i < b->linear_cap; i++)
         free(b->linear[i]);
     free(b->linear);
@@ -78,12 +94,14 @@ void rlb_buf_unref(struct rlb_bufs *b, int32_t id)
     RLB_BUG_ON(b->refs[id] == 0);
     if (--b->refs[id] != 0)
         return;
-    if ((uint32_t)id < b->count) {
-        io_uring_buf_ring_add(b->ring, b->mem + (size_t)id * b->size, b->size, (unsigned short)id, b->mask,
-                              (int)b->pending_adds);
-        b->pending_adds++;
+    if (rlb_buf_is_ring(b, id)) {
+        struct rlb_buf_group *g = rlb_buf_group_of(b, id);
+        uint32_t local = (uint32_t)id - g->base;
+        io_uring_buf_ring_add(g->ring, g->mem + (size_t)local * g->size, g->size, (unsigned short)local, g->mask,
+                              (int)g->pending_adds);
+        g->pending_adds++;
     } else {
-        uint32_t li = (uint32_t)id - b->count;
+        uint32_t li = (uint32_t)id - b->ring_ids;
         b->linear_next_free[li] = b->linear_free;
         b->linear_free = (int32_t)li;
     }
@@ -91,10 +109,13 @@ void rlb_buf_unref(struct rlb_bufs *b, int32_t id)
 
 void rlb_bufs_publish(struct rlb_bufs *b)
 {
-    if (b->pending_adds) {
-        io_uring_buf_ring_advance(b->ring, (int)b->pending_adds);
-        b->in_ring += b->pending_adds;
-        b->pending_adds = 0;
+    for (unsigned i = 0; i < RLB_BUF_GROUPS; i++) {
+        struct rlb_buf_group *g = &b->groups[i];
+        if (g->pending_adds) {
+            io_uring_buf_ring_advance(g->ring, (int)g->pending_adds);
+            g->in_ring += g->pending_adds;
+            g->pending_adds = 0;
+        }
     }
 }
 
@@ -115,7 +136,7 @@ int32_t rlb_linear_alloc(struct rlb_bufs *b)
             return RLB_BUF_NONE;
         li = (int32_t)i;
     }
-    int32_t id = (int32_t)b->count + li;
+    int32_t id = (int32_t)(b->ring_ids + li);
     b->refs[id] = 1;
     b->segs[id].off = 0;
     b->segs[id].len = 0;

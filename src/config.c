@@ -208,6 +208,8 @@ static int set_defaults(struct rlb_config *cfg, struct rlb_listener_cfg *l, stru
         cfg->timeouts.drain = 10000;
         cfg->buffers.count = 1024;
         cfg->buffers.size = 32768;
+        cfg->buffers.client_count = 1024;
+        cfg->buffers.client_size = 16384;
         cfg->max_connections = 16384;
         if ((cfg->via_name = strdup("ringlb")) == NULL)
             return -1;
@@ -540,6 +542,13 @@ static int check_globals(struct rlb_config *cfg, char *err, size_t errlen)
     if (!is_pow2(cfg->buffers.size) || cfg->buffers.size < 4096 || cfg->buffers.size > 65536)
         return fail_at(cfg, cfg->marks.buffers_size, err, errlen,
                        "buffers.size: %u must be a power of two between 4k and 64k", cfg->buffers.size);
+    if (!is_pow2(cfg->buffers.client_count) || cfg->buffers.client_count < 64 || cfg->buffers.client_count > 65536)
+        return fail_at(cfg, cfg->marks.buffers_client_count, err, errlen,
+                       "buffers.client_count: %u must be a power of two between 64 and 65536",
+                       cfg->buffers.client_count);
+    if (!is_pow2(cfg->buffers.client_size) || cfg->buffers.client_size < 4096 || cfg->buffers.client_size > 65536)
+        return fail_at(cfg, cfg->marks.buffers_client_size, err, errlen,
+                       "buffers.client_size: %u must be a power of two between 4k and 64k", cfg->buffers.client_size);
     return 0;
 }
 

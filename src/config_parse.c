@@ -343,7 +343,7 @@ static int parse_timeouts(struct parser *p, const yaml_node_t *map)
 
 static int parse_buffers(struct parser *p, const yaml_node_t *map)
 {
-    static const char *const keys[] = {"count", "size", "zerocopy_min"};
+    static const char *const keys[] = {"count", "size", "client_count", "client_size", "zerocopy_min"};
     if (check_keys(p, map, "buffers", keys, RLB_ARRAY_SIZE(keys)) != 0)
         return -1;
     struct rlb_config *cfg = p->cfg;
@@ -356,6 +356,16 @@ static int parse_buffers(struct parser *p, const yaml_node_t *map)
     if ((v = get(p, map, "size")) != NULL) {
         cfg->marks.buffers_size = mark_of(v);
         if (get_size(p, v, UINT32_MAX, &cfg->buffers.size) != 0)
+            return -1;
+    }
+    if ((v = get(p, map, "client_count")) != NULL) {
+        cfg->marks.buffers_client_count = mark_of(v);
+        if (get_u32(p, v, 0, UINT32_MAX, &cfg->buffers.client_count) != 0)
+            return -1;
+    }
+    if ((v = get(p, map, "client_size")) != NULL) {
+        cfg->marks.buffers_client_size = mark_of(v);
+        if (get_size(p, v, UINT32_MAX, &cfg->buffers.client_size) != 0)
             return -1;
     }
     if ((v = get(p, map, "zerocopy_min")) != NULL && get_size(p, v, UINT32_MAX, &cfg->buffers.zerocopy_min) != 0)

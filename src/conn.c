@@ -68,6 +68,13 @@ void rlb_conn_set_nodelay(struct rlb_conn *c)
     c->flags |= RLB_CF_NODELAY_SET;
 }
 
+/* The buffer group travels in the operation code, so that even a
+ * completion for a slot already reused returns its buffer to the right ring. */
+static enum rlb_op recv_op(const struct rlb_conn *c)
+{
+    return c->kind == RLB_CONN_CLIENT ? RLB_OP_RECV : RLB_OP_RECV_UP;
+}
+
 void rlb_conn_arm_recv(struct rlb_worker *w, struct rlb_conn *c)
 {
     if (c->flags & (RLB_CF_RECV_ARMED | RLB_CF_EOF))
@@ -81,8 +88,8 @@ void rlb_conn_arm_recv(struct rlb_worker *w, struct rlb_conn *c)
      * until bytes actually arrive, so idle connections cost no buffer memory. */
     io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
-    sqe->buf_group = RLB_BUF_GROUP;
-    io_uring_sqe_set_data64(sqe, rlb_ud(RLB_OP_RECV, rlb_conn_slot(w, c), c->gen));
+    sqe->buf_group = c->kind == RLB_CONN_CLIENT ? RLB_BUF_GROUP_CLIENT : RLB_BUF_GROUP_UPSTREAM;
+    io_uring_sqe_set_data64(sqe, rlb_ud(recv_op(c), rlb_conn_slot(w, c), c->gen));
     c->flags |= RLB_CF_RECV_ARMED;
     c->flags &= (uint16_t)~(RLB_CF_RECV_CANCELING | RLB_CF_STARVED);
     c->ops++;
@@ -93,7 +100,7 @@ void rlb_conn_pause_recv(struct rlb_worker *w, struct rlb_conn *c)
     if (!(c->flags & RLB_CF_RECV_ARMED) || (c->flags & RLB_CF_RECV_CANCELING))
         return;
     struct io_uring_sqe *sqe = rlb_ring_sqe(&w->ring, &w->stats.ring);
-    io_uring_prep_cancel64(sqe, rlb_ud(RLB_OP_RECV, rlb_conn_slot(w, c), c->gen), 0);
+    io_uring_prep_cancel64(sqe, rlb_ud(recv_op(c), rlb_conn_slot(w, c), c->gen), 0);
     io_uring_sqe_set_data64(sqe, rlb_ud(RLB_OP_CANCEL, rlb_conn_slot(w, c), c->gen));
     c->flags |= RLB_CF_RECV_CANCELING;
 }
@@ -160,7 +167,7 @@ int rlb_conn_inq_linearize(struct rlb_worker *w, struct rlb_conn *c)
     /* Copying is the exception: only heads that arrive in pieces pay it,
      * and only up to the next piece, never the body behind the head. */
     int32_t lin = first;
-    if ((uint32_t)first < b->count) {
+    if (rlb_buf_is_ring(b, first)) {
         lin = rlb_linear_alloc(b);
         if (lin == RLB_BUF_NONE)
             return -1;

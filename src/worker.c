@@ -108,8 +108,15 @@ static int worker_setup(struct rlb_worker *w)
         snprintf(w->start_msg, sizeof(w->start_msg), "worker %u: kernel lacks IORING_FEAT_EXT_ARG (5.11+)", w->id);
         return -ENOTSUP;
     }
-    uint32_t linear_size = cfg->limits.max_head_size + cfg->buffers.size;
-    rc = rlb_bufs_init(&w->bufs, &w->ring, cfg->buffers.count, cfg->buffers.size, 256, linear_size);
+    uint32_t largest = cfg->buffers.size > cfg->buffers.client_size ? cfg->buffers.size : cfg->buffers.client_size;
+    struct rlb_bufs_spec spec = {
+        .count = {[RLB_BUF_GROUP_CLIENT] = cfg->buffers.client_count, [RLB_BUF_GROUP_UPSTREAM] = cfg->buffers.count},
+        .size = {[RLB_BUF_GROUP_CLIENT] = cfg->buffers.client_size, [RLB_BUF_GROUP_UPSTREAM] = cfg->buffers.size},
+        .linear_cap = 256,
+        /* a head of max_head_size plus the receive that completes it */
+        .linear_size = cfg->limits.max_head_size + largest,
+    };
+    rc = rlb_bufs_init(&w->bufs, &w->ring, &spec);
     if (rc < 0) {
         snprintf(w->start_msg, sizeof(w->start_msg), "worker %u: provided buffer ring: %s", w->id, strerror(-rc));
         return rc;
@@ -119,7 +126,8 @@ static int worker_setup(struct rlb_worker *w)
         rc = rlb_upstream_init(w);
     if (rc == 0)
         rc = rlb_proxy_init(w);
-    if (rc == 0 && !(w->starved = calloc(w->num_conns, sizeof(*w->starved))))
+    /* Twice the slots: entries of connections gone since stay until the next pass. */
+    if (rc == 0 && !(w->starved = calloc(2 * (size_t)w->num_conns, sizeof(*w->starved))))
         rc = -ENOMEM;
     if (rc < 0) {
         snprintf(w->start_msg, sizeof(w->start_msg), "worker %u: %s", w->id, strerror(-rc));
@@ -220,17 +228,17 @@ static void add_starved(struct rlb_worker *w, struct rlb_conn *c)
     w->starved[w->num_starved++] = ((uint64_t)rlb_conn_slot(w, c) << 32) | c->gen;
 }
 
-/* When the buffer ring is nearly empty and connections starve, the first
- * to go are clients still sending their head, oldest first: a partial head
- * pins a whole buffer, so a crowd of slow (or slowloris) clients could
+/* When the client buffers are nearly gone and connections starve, the
+ * first to go are clients still sending their head, oldest first: a partial
+ * head pins a whole buffer, so a crowd of slow (or slowloris) clients could
  * otherwise hold every buffer until their header timeout. */
 static void shed_slow_heads(struct rlb_worker *w)
 {
-    uint32_t want = w->bufs.count / 16;
+    uint32_t want = w->bufs.groups[RLB_BUF_GROUP_CLIENT].count / 16;
     struct rlb_timer_list *l = &w->timers.lists[RLB_TIMER_CLIENT_HEADER];
     uint32_t budget = want;
     uint32_t s = l->head;
-    while (w->bufs.in_ring + w->bufs.pending_adds < want && s != RLB_SLOT_NONE && budget--) {
+    while (rlb_buf_available(&w->bufs, RLB_BUF_GROUP_CLIENT) < want && s != RLB_SLOT_NONE && budget--) {
         struct rlb_conn *c = &w->conns[s];
         s = c->timer.next;
         if (c->inq_bytes) {
@@ -243,21 +251,36 @@ static void shed_slow_heads(struct rlb_worker *w)
 
 static void rearm_starved(struct rlb_worker *w)
 {
-    if (w->num_starved && w->bufs.in_ring + w->bufs.pending_adds < w->bufs.count / 16)
-        shed_slow_heads(w);
-    /* Re-arm only once a good share of the ring is back, or the same
-     * connections would starve again at once. */
-    if (!w->num_starved || w->bufs.in_ring < w->bufs.count / 4)
+    if (!w->num_starved)
         return;
-    uint32_t n = w->num_starved;
-    w->num_starved = 0;
+    const struct rlb_buf_group *client = &w->bufs.groups[RLB_BUF_GROUP_CLIENT];
+    if (rlb_buf_available(&w->bufs, RLB_BUF_GROUP_CLIENT) < client->count / 16)
+        shed_slow_heads(w);
+    /* Re-arm, oldest first, only as many starved connections as a group
+     * has buffers back: re-arming them all at once would have most of them
+     * fail with ENOBUFS again at once, a storm of useless operations. */
+    int64_t budget[RLB_BUF_GROUPS];
+    for (unsigned g = 0; g < RLB_BUF_GROUPS; g++)
+        budget[g] = (int64_t)w->bufs.groups[g].in_ring - (int64_t)w->bufs.groups[g].count / 16;
+    uint32_t n = w->num_starved, kept = 0;
     for (uint32_t i = 0; i < n; i++) {
         struct rlb_conn *c = &w->conns[w->starved[i] >> 32];
         if (c->gen != (uint32_t)w->starved[i] || !(c->flags & RLB_CF_STARVED))
             continue;
+        int64_t *b = &budget[c->kind == RLB_CONN_CLIENT ? RLB_BUF_GROUP_CLIENT : RLB_BUF_GROUP_UPSTREAM];
+        if (*b <= 0) {
+            w->starved[kept++] = w->starved[i];
+            continue;
+        }
+        (*b)--;
         c->flags &= (uint16_t)~RLB_CF_STARVED;
         rlb_proxy_input(w, c); /* re-arms the recv unless its input is still full */
     }
+    /* Connections starved during this pass were appended after <kept>:
+     * move them behind the ones still waiting from before. */
+    uint32_t fresh = w->num_starved - n;
+    memmove(w->starved + kept, w->starved + n, fresh * sizeof(*w->starved));
+    w->num_starved = kept + fresh;
 }
 
 static void handle_recv(struct rlb_worker *w, struct rlb_conn *c, struct io_uring_cqe *cqe)
@@ -270,8 +293,8 @@ static void handle_recv(struct rlb_worker *w, struct rlb_conn *c, struct io_urin
     }
     if (cqe->res > 0) {
         RLB_BUG_ON(!(cqe->flags & IORING_CQE_F_BUFFER));
-        int32_t bid = (int32_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
-        rlb_buf_received(&w->bufs, bid, (uint32_t)cqe->res);
+        unsigned group = c->kind == RLB_CONN_CLIENT ? RLB_BUF_GROUP_CLIENT : RLB_BUF_GROUP_UPSTREAM;
+        int32_t bid = rlb_buf_received(&w->bufs, group, cqe->flags >> IORING_CQE_BUFFER_SHIFT, (uint32_t)cqe->res);
         if (closing) {
             rlb_buf_unref(&w->bufs, bid);
         } else {
@@ -365,15 +388,15 @@ static void handle_cqe(struct rlb_worker *w, struct io_uring_cqe *cqe)
     struct rlb_conn *c = &w->conns[rlb_ud_index(ud)];
     if (c->gen != rlb_ud_gen(ud) || c->kind == RLB_CONN_FREE) {
         /* A completion for a slot already reused: only its buffer matters. */
-        if (op == RLB_OP_RECV && cqe->res > 0 && (cqe->flags & IORING_CQE_F_BUFFER)) {
-            int32_t bid = (int32_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
-            rlb_buf_received(&w->bufs, bid, (uint32_t)cqe->res);
-            rlb_buf_unref(&w->bufs, bid);
+        if ((op == RLB_OP_RECV || op == RLB_OP_RECV_UP) && cqe->res > 0 && (cqe->flags & IORING_CQE_F_BUFFER)) {
+            unsigned group = op == RLB_OP_RECV ? RLB_BUF_GROUP_CLIENT : RLB_BUF_GROUP_UPSTREAM;
+            rlb_buf_unref(&w->bufs, rlb_buf_received(&w->bufs, group, cqe->flags >> IORING_CQE_BUFFER_SHIFT, 0));
         }
         return;
     }
     switch (op) {
     case RLB_OP_RECV:
+    case RLB_OP_RECV_UP:
         handle_recv(w, c, cqe);
         break;
     case RLB_OP_SEND:

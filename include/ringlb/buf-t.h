@@ -8,7 +8,15 @@
 #include <sys/uio.h>
 
 #define RLB_BUF_NONE (-1)
-#define RLB_BUF_GROUP 0
+
+/* Two provided-buffer groups: what clients send and what backends send
+ * never compete for the same buffers, so a crowd of requests cannot take
+ * every buffer and leave the responses that would free them nowhere to land. */
+enum rlb_buf_group_id {
+    RLB_BUF_GROUP_CLIENT = 0,
+    RLB_BUF_GROUP_UPSTREAM = 1,
+    RLB_BUF_GROUPS
+};
 
 /* A span received into buffer <bid>. One per ring buffer, indexed by bid:
  * a recv fills exactly one buffer, so the buffer id is also the node id of
@@ -19,16 +27,23 @@ struct rlb_seg {
     int32_t next; /* next bid in the same input queue, RLB_BUF_NONE at the tail */
 };
 
-struct rlb_bufs {
+struct rlb_buf_group {
     struct io_uring_buf_ring *ring; /* shared with the kernel */
-    char *mem;                      /* count * size bytes, the ring buffers */
+    char *mem;                      /* count * size bytes */
     uint32_t count;
     uint32_t size;
     uint32_t mask;
+    uint32_t base;         /* global id of this group's buffer 0 */
     uint32_t in_ring;      /* buffers the kernel may fill right now */
     uint32_t pending_adds; /* returned since the last io_uring_buf_ring_advance */
-    uint16_t *refs;        /* per id: ring ids [0,count), linear ids [count,count+linear_cap) */
-    struct rlb_seg *segs;  /* per id, ring and linear */
+    size_t ring_bytes;     /* mapping size of <ring> */
+};
+
+struct rlb_bufs {
+    struct rlb_buf_group groups[RLB_BUF_GROUPS];
+    uint32_t ring_ids;     /* ids below this are ring buffers; linear ids follow */
+    uint16_t *refs;        /* per global id */
+    struct rlb_seg *segs;  /* per global id, ring and linear */
 
     /* Linear buffers hold a message head that arrived in several receives,
      * so the parser can still work in place on contiguous bytes. */
@@ -37,7 +52,6 @@ struct rlb_bufs {
     uint32_t linear_size;
     int32_t *linear_next_free;
     int32_t linear_free;
-    size_t ring_bytes; /* mapping size of <ring> */
 };
 
 #define RLB_OUTQ_PIECES 64

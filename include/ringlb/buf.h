@@ -5,17 +5,38 @@
 
 struct io_uring;
 
-/* Allocates the buffers and registers them as provided-buffer group RLB_BUF_GROUP
- * on <ring> (NULL: no ring, for unit tests). Returns 0 or -errno. */
-int rlb_bufs_init(struct rlb_bufs *b, struct io_uring *ring, uint32_t count, uint32_t size, uint32_t linear_cap,
-                  uint32_t linear_size);
+/* Sizes of the two buffer groups. */
+struct rlb_bufs_spec {
+    uint32_t count[RLB_BUF_GROUPS]; /* powers of two */
+    uint32_t size[RLB_BUF_GROUPS];
+    uint32_t linear_cap;
+    uint32_t linear_size;
+};
+
+/* Allocates the buffers and registers each group as the provided-buffer
+ * group of the same number on <ring> (NULL: no ring, for unit tests).
+ * Returns 0 or -errno. */
+int rlb_bufs_init(struct rlb_bufs *b, struct io_uring *ring, const struct rlb_bufs_spec *spec);
 void rlb_bufs_destroy(struct rlb_bufs *b, struct io_uring *ring);
+
+static inline struct rlb_buf_group *rlb_buf_group_of(struct rlb_bufs *b, int32_t id)
+{
+    return &b->groups[(uint32_t)id >= b->groups[RLB_BUF_GROUP_UPSTREAM].base];
+}
 
 static inline char *rlb_buf_ptr(const struct rlb_bufs *b, int32_t id)
 {
-    if ((uint32_t)id < b->count)
-        return b->mem + (size_t)id * b->size;
-    return b->linear[(uint32_t)id - b->count];
+    const struct rlb_buf_group *u = &b->groups[RLB_BUF_GROUP_UPSTREAM];
+    if ((uint32_t)id < u->base)
+        return b->groups[RLB_BUF_GROUP_CLIENT].mem + (size_t)id * b->groups[RLB_BUF_GROUP_CLIENT].size;
+    if ((uint32_t)id < b->ring_ids)
+        return u->mem + (size_t)((uint32_t)id - u->base) * u->size;
+    return b->linear[(uint32_t)id - b->ring_ids];
+}
+
+static inline bool rlb_buf_is_ring(const struct rlb_bufs *b, int32_t id)
+{
+    return (uint32_t)id < b->ring_ids;
 }
 
 static inline void rlb_buf_ref(struct rlb_bufs *b, int32_t id)
@@ -27,21 +48,30 @@ static inline void rlb_buf_ref(struct rlb_bufs *b, int32_t id)
  * (published at the next rlb_bufs_publish) or a linear buffer to its free list. */
 void rlb_buf_unref(struct rlb_bufs *b, int32_t id);
 
-/* Publishes returned ring buffers to the kernel in one store. */
+/* Publishes returned ring buffers to the kernel, one store per group. */
 void rlb_bufs_publish(struct rlb_bufs *b);
 
 /* A fresh linear buffer with one reference, or RLB_BUF_NONE when all are in use. */
 int32_t rlb_linear_alloc(struct rlb_bufs *b);
 
-/* Called when the kernel filled ring buffer <bid>: it now carries one
- * reference, owned by the input queue it is linked into. */
-static inline void rlb_buf_received(struct rlb_bufs *b, int32_t bid, uint32_t len)
+/* Called when the kernel filled buffer <bid> of <group>: returns its global
+ * id, which now carries one reference, owned by the input queue it joins. */
+static inline int32_t rlb_buf_received(struct rlb_bufs *b, unsigned group, uint32_t bid, uint32_t len)
 {
-    b->in_ring--;
-    b->refs[bid] = 1;
-    b->segs[bid].off = 0;
-    b->segs[bid].len = len;
-    b->segs[bid].next = RLB_BUF_NONE;
+    struct rlb_buf_group *g = &b->groups[group];
+    int32_t id = (int32_t)(g->base + bid);
+    g->in_ring--;
+    b->refs[id] = 1;
+    b->segs[id].off = 0;
+    b->segs[id].len = len;
+    b->segs[id].next = RLB_BUF_NONE;
+    return id;
+}
+
+/* Buffers of <group> the kernel can fill, counting those returned but not yet published. */
+static inline uint32_t rlb_buf_available(const struct rlb_bufs *b, unsigned group)
+{
+    return b->groups[group].in_ring + b->groups[group].pending_adds;
 }
 
 struct rlb_outq *rlb_outq_get(struct rlb_outq_pool *pool);

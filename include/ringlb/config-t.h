@@ -93,8 +93,10 @@ struct rlb_timeouts_cfg {     /* all in milliseconds */
 };
 
 struct rlb_buffers_cfg {
-    uint32_t count; /* provided buffers per worker, power of two; default 1024 */
-    uint32_t size;  /* bytes per buffer, power of two, 4096..65536; default 32768 */
+    uint32_t count; /* upstream-side provided buffers per worker, power of two; default 1024 */
+    uint32_t size;  /* bytes per upstream-side buffer, power of two, 4096..65536; default 32768 */
+    uint32_t client_count; /* client-side provided buffers per worker; default 1024 */
+    uint32_t client_size;  /* bytes per client-side buffer; default 16384 */
     uint32_t zerocopy_min; /* sends of at least this many bytes use send-zero-copy; 0 (default): never */
 };
 
@@ -116,7 +118,7 @@ struct rlb_config {
     uint32_t num_vhosts;
     struct {                   /* where top-level values were written, for messages */
         struct rlb_config_mark workers, via, max_connections, max_request_line, max_header_size, max_headers,
-            buffers_count, buffers_size, listeners, pools, vhosts;
+            buffers_count, buffers_size, buffers_client_count, buffers_client_size, listeners, pools, vhosts;
     } marks;
 };
 

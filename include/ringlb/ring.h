@@ -8,7 +8,8 @@
 enum rlb_op {
     RLB_OP_NONE = 0,
     RLB_OP_ACCEPT,  /* index: listener */
-    RLB_OP_RECV,    /* index: connection slot */
+    RLB_OP_RECV,    /* index: connection slot; a client's, buffers from RLB_BUF_GROUP_CLIENT */
+    RLB_OP_RECV_UP, /* an upstream connection's, buffers from RLB_BUF_GROUP_UPSTREAM */
     RLB_OP_SEND,
     RLB_OP_CONNECT,
     RLB_OP_CANCEL,  /* completion ignored */

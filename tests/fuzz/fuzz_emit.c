@@ -94,12 +94,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static struct rlb_outq q;
     static char out[BUFSZ * 2];
     if (!ready) {
-        CHECK(rlb_bufs_init(&bufs, NULL, 4, BUFSZ, 1, BUFSZ) == 0);
+        struct rlb_bufs_spec spec = {.count = {4, 4}, .size = {BUFSZ, BUFSZ}, .linear_cap = 1, .linear_size = BUFSZ};
+        CHECK(rlb_bufs_init(&bufs, NULL, &spec) == 0);
         ready = true;
     }
     if (size >= BUFSZ)
         return 0;
-    rlb_buf_received(&bufs, 0, (uint32_t)size);
+    rlb_buf_received(&bufs, RLB_BUF_GROUP_CLIENT, 0, (uint32_t)size);
     char *head = rlb_buf_ptr(&bufs, 0);
     memcpy(head, data, size);
 

@@ -17,7 +17,7 @@ class BufferPressureTest(H.ProxyTestCase):
         b = self.backend("echo")
         port = H.free_port()
         cfg = H.basic_config(port, [b], workers=1)
-        cfg["buffers"] = {"count": 64, "size": "4k"}
+        cfg["buffers"] = {"client_count": 64, "client_size": "4k"}
         cfg["timeouts"] = {"client_header": "30s"}
         self.proxy(cfg)
         hogs = []

@@ -13,7 +13,8 @@ static const struct rlb_http_limits limits = {8192, 65536, 64};
 
 static void setup(void)
 {
-    cr_assert_eq(rlb_bufs_init(&bufs, NULL, 8, 4096, 2, 8192), 0);
+    struct rlb_bufs_spec spec = {.count = {8, 8}, .size = {4096, 4096}, .linear_cap = 2, .linear_size = 8192};
+    cr_assert_eq(rlb_bufs_init(&bufs, NULL, &spec), 0);
     memset(&q, 0, sizeof(q));
 }
 
@@ -28,8 +29,8 @@ TestSuite(emit, .init = setup, .fini = teardown);
 static const char *receive(const char *text)
 {
     size_t len = strlen(text);
-    cr_assert(len < bufs.size);
-    rlb_buf_received(&bufs, 0, (uint32_t)len);
+    cr_assert(len < bufs.groups[RLB_BUF_GROUP_CLIENT].size);
+    rlb_buf_received(&bufs, RLB_BUF_GROUP_CLIENT, 0, (uint32_t)len);
     memcpy(rlb_buf_ptr(&bufs, 0), text, len);
     return rlb_buf_ptr(&bufs, 0);
 }
