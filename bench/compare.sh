@@ -307,6 +307,8 @@ cleanup() {
     exit $rc
 }
 trap cleanup EXIT
+set -E
+trap 'rc=$?; [ "$BASH_SUBSHELL" -gt 0 ] || log "internal error: line $LINENO: $BASH_COMMAND exited with $rc"' ERR
 trap 'exit 130' INT
 trap 'exit 143' TERM
 forget_pid() {
@@ -328,6 +330,7 @@ proc_tree() { # all pids of the tree rooted at $1 (root first)
 }
 cpu_ticks() { # "utime stime" in clock ticks summed over the given pids (fields 14, 15; threads included)
     local u=0 s=0 p line rest
+    local -a f
     for p in "$@"; do
         line=$(cat "/proc/$p/stat" 2>/dev/null) || continue
         rest=${line##*) }
@@ -346,14 +349,22 @@ rss_kb() {
 }
 # CPU µs of this shell's waited-for children (wrk / bench_openloop), from the `times` builtin.
 # Must run in this shell, not in a subshell, hence the file.
-children_cpu_us() {
+children_cpu_us() { # -> CHILD_US (not echoed: a $(...) subshell would report its own, empty, children)
     times >"$OUT/.times"
-    awk 'NR == 2 {
+    CHILD_US=$(awk 'NR == 2 {
         t = 0
         for (i = 1; i <= 2; i++) { split($i, a, "m"); sub("s", "", a[2]); t += a[1] * 60 + a[2] }
-        printf "%.0f", t * 1e6 }' "$OUT/.times"
+        printf "%.0f", t * 1e6 }' "$OUT/.times")
 }
-stat_snap() { awk '/^cpu[0-9]+ / { t = 0; for (i = 2; i <= NF; i++) t += $i; idle = $5 + $6; print $1, t - idle, t }' /proc/stat; }
+# /proc/stat snapshot: "cpuN busy total steal" (jiffies; busy includes steal, i.e. time the hypervisor gave to others)
+stat_snap() { awk '/^cpu[0-9]+ / { t = 0; for (i = 2; i <= NF; i++) t += $i; idle = $5 + $6; print $1, t - idle, t, $9 }' /proc/stat; }
+steal_pct() { # steal_pct before after "0 1": % of that cpu set's time stolen by the hypervisor
+    [ -n "$3" ] || { echo ""; return; }
+    awk -v set=" $3 " '
+        NR == FNR { s[$1] = $4; t[$1] = $3; next }
+        { c = substr($1, 4); if (index(set, " " c " ")) { ds += $4 - s[$1]; dt += $3 - t[$1] } }
+        END { if (dt > 0) printf "%.1f", 100 * ds / dt; }' "$1" "$2"
+}
 busy_pct() { # busy_pct before after "0 1": busy % of that cpu set between two snapshots
     [ -n "$3" ] || { echo ""; return; }
     awk -v set=" $3 " '
@@ -361,7 +372,36 @@ busy_pct() { # busy_pct before after "0 1": busy % of that cpu set between two s
         { c = substr($1, 4); if (index(set, " " c " ")) { db += $2 - b[$1]; dt += $3 - t[$1] } }
         END { if (dt > 0) printf "%.1f", 100 * db / dt; }' "$1" "$2"
 }
-calc() { awk "BEGIN { printf \"%.${2:-3}f\", $1 }"; }
+# Every thread on the machine: "tgid tid ticks last_cpu" (utime+stime, fields 14/15 and 39).
+task_snap() {
+    # grep exits 2 when a thread vanished between the glob and the read: not an error here
+    { grep -H '' /proc/[0-9]*/task/[0-9]*/stat 2>/dev/null || true; } |
+        awk '{ split($0, h, ":"); split(h[1], p, "/"); l = $0; sub(/.*\) /, "", l); split(l, a, " ")
+               c = $0; sub(/^[^(]*\(/, "", c); sub(/\) [^)]*$/, "", c); gsub(/ /, "_", c)
+               print p[3], p[5], a[12] + a[13], a[37], c }'
+}
+# other_procs SNAP0 SNAP1 "our tgids" "proxy cpus" -> "ticks_on_proxy_cpus ticks_elsewhere ksoftirqd_on_proxy_cpus"
+# used by threads that are not ours (threads that both started and ended inside the window are missed).
+# ksoftirqd is counted apart: it mostly runs network softirqs raised by the benchmark's own traffic.
+other_procs() {
+    awk -v ours=" $3 " -v set=" $4 " '
+        NR == FNR { t0[$2] = $3; next }
+        index(ours, " " $1 " ") == 0 {
+            d = $3 - ($2 in t0 ? t0[$2] : 0)
+            if (d <= 0) next
+            if ($5 ~ /^ksoftirqd\//) { if (index(set, " " $4 " ")) k += d; next }
+            if (index(set, " " $4 " ")) p += d; else e += d
+        }
+        END { printf "%d %d %d\n", p, e, k }' "$1" "$2"
+}
+other_top() { # the 3 busiest other processes: "comm(pid):ticks ..."
+    awk -v ours=" $3 " '
+        NR == FNR { t0[$2] = $3; next }
+        index(ours, " " $1 " ") == 0 { d = $3 - ($2 in t0 ? t0[$2] : 0); if (d > 0) s[$1] += d }
+        END { for (k in s) print s[k], k }' "$1" "$2" | sort -rn | awk 'NR <= 3' |
+        while read -r t p; do printf '%s(%s):%sms ' "$(cat "/proc/$p/comm" 2>/dev/null || echo '?')" "$p" "$((t * 1000 / CLK_TCK))"; done
+}
+calc() { awk "BEGIN { printf \"%.${2:-3}f\", ($1) }"; }
 
 START_ERR=""
 wait_ready() { # wait_ready PORT PID NAME: up to 10 s for a 200 through the proxy
@@ -462,6 +502,10 @@ EOF
 global
     nbthread $WORKERS
     maxconn $HAP_MAXCONN
+    # by default HAProxy closes idle server connections once 25% of its fds are in use,
+    # which at 1,000+ clients turns upstream keep-alive into a connect per request
+    tune.pool-low-fd-ratio 80
+    tune.pool-high-fd-ratio 90
     # no 'log' line: logging off
 
 defaults
@@ -590,8 +634,8 @@ end
 EOF
 }
 write_upload_lua() { # write_upload_lua BYTES -> path
-    local f="$OUT/upload-$1.lua"
-    [ -f "$f" ] || {
+    local lf="$OUT/upload-$1.lua"
+    [ -f "$lf" ] || {
         cat "$OUT/report.lua"
         cat <<EOF
 -- POST a $1-byte body (Content-Length) to the scenario's path
@@ -599,8 +643,8 @@ wrk.method = "POST"
 wrk.body = string.rep("x", $1)
 wrk.headers["Content-Type"] = "application/octet-stream"
 EOF
-    } >"$f"
-    echo "$f"
+    } >"$lf"
+    echo "$lf"
 }
 RELAY_ARGS=(--listen "127.0.0.1:$PORT_RELAY" --backend "127.0.0.1:$BACKEND_PORT1" --backend "127.0.0.1:$BACKEND_PORT2")
 
@@ -617,13 +661,13 @@ write_configs
     echo "direct:  (no proxy: load generator -> 127.0.0.1:$BACKEND_PORT1)"
     echo "backend: taskset -c $LOAD_CPUS $BACKEND_BIN --port $BACKEND_PORT1 --port $BACKEND_PORT2 --threads $BACKEND_THREADS"
     echo "wrk:     taskset -c $LOAD_CPUS $WRK_BIN -t<min($WRK_THREADS,conns)> -c<conns> -d<secs>s --timeout 5s -s report.lua|upload-N.lua [-H 'Connection: close'] URL"
-    echo "openloop: taskset -c $LOAD_CPUS $OPENLOOP_BIN --url URL --rate R --duration S --connections C"
+    echo "openloop: taskset -c $LOAD_CPUS $OPENLOOP_BIN --url URL --rate R --duration S --connections C --warmup 0"
 } >"$OUT/cmdlines.txt"
 
 check_config() { # check_config NAME CMD...: a rejected config skips that row
     local name=$1; shift
     if ! "$@" >"$OUT/logs/$name-check.log" 2>&1; then
-        SKIP[$name]="config rejected: $(tail -n 2 "$OUT/logs/$name-check.log" | tr '\n",' '   ' | cut -c1-200)"
+        SKIP[$name]="config rejected: $(tail -n 2 "$OUT/logs/$name-check.log" | tr '\n",' '   ' | cut -c1-200)" || true
         log "SKIP $name: ${SKIP[$name]}"
     fi
 }
@@ -656,7 +700,7 @@ if [ ${#OPENLOOP_SCENS[@]} -gt 0 ]; then
         OPENLOOP_SKIP="bench_openloop not found at $OPENLOOP_BIN"
     else
         timeout 15 taskset -c "$LOAD_CPUS" "$OPENLOOP_BIN" --url "http://127.0.0.1:$BACKEND_PORT1/size/0" \
-            --rate 200 --duration 1 --connections 2 >"$OUT/logs/openloop-probe.txt" 2>&1 || true
+            --rate 200 --duration 1 --connections 2 --warmup 0 >"$OUT/logs/openloop-probe.txt" 2>&1 || true
         grep -q '^openloop .*completed=' "$OUT/logs/openloop-probe.txt" ||
             OPENLOOP_SKIP="bench_openloop printed no result line in a 1 s probe (still a placeholder?)"
     fi
@@ -736,19 +780,20 @@ COLS=(rep scenario kind size_bytes connections proxy attempt status disturbed re
     p50_us p90_us p99_us p999_us p9999_us max_us connect_err read_err write_err timeout_err status_err errors
     cpu_user_us_per_req cpu_sys_us_per_req cpu_us_per_req proxy_cpu_pct rss_kb
     proxy_cores_busy_pct load_cores_busy_pct other_cores_busy_pct load_procs_cpu_pct
-    other_on_proxy_cores_pct other_on_load_cores_pct saturated
+    other_on_proxy_cores_pct other_on_load_cores_pct other_procs_on_proxy_cpus_pct other_procs_elsewhere_pct
+    other_procs_top ksoftirqd_proxy_cpus_pct steal_pct saturated
     ring_enters_per_req ring_sqes_per_req bytes_copied_per_req zc_sends_per_req ringlb_requests ringlb_counters
     loadavg1 note)
 (IFS=,; echo "${COLS[*]}") >"$CSV"
 declare -A R=()
 emit_row() {
-    local out="" c v
+    local line="" c v
     for c in "${COLS[@]}"; do
         v=${R[$c]:-}
-        case "$c" in note|ringlb_counters) v="\"${v//\"/\'}\"" ;; esac
-        out+="$v,"
+        case "$c" in note|ringlb_counters|other_procs_top) v="\"${v//\"/\'}\"" ;; esac
+        line+="$v,"
     done
-    echo "${out%,}" >>"$CSV"
+    echo "${line%,}" >>"$CSV"
 }
 
 PROXY_PID=""
@@ -804,7 +849,9 @@ run_wrk() { # run_wrk SECS URL HDR LUA CONNS OUTFILE
     forget_pid "$LOADGEN_PID"
 }
 run_openloop() { # run_openloop SECS URL RATE CONNS OUTFILE
-    taskset -c "$LOAD_CPUS" "$OPENLOOP_BIN" --url "$2" --rate "$3" --duration "$1" --connections "$4" >"$5" 2>&1 &
+    # --warmup 0: the script runs its own warm-up invocation, so the measured window holds measured requests only
+    taskset -c "$LOAD_CPUS" "$OPENLOOP_BIN" --url "$2" --rate "$3" --duration "$1" --connections "$4" --warmup 0 \
+        >"$5" 2>&1 &
     LOADGEN_PID=$!
     STARTED+=("$LOADGEN_PID")
     wait "$LOADGEN_PID" || true
@@ -823,7 +870,7 @@ ringlb_stats() { # ringlb_stats LOGFILE: signal, wait (<= 2 s) for the new line
     return 1
 }
 ringlb_deltas() { # last two stats lines -> "requests per_enters per_sqes per_copied per_zc counters"
-    grep 'stats (SIGUSR1)' "$1" | tail -n 2 | awk '
+    { grep 'stats (SIGUSR1)' "$1" || true; } | tail -n 2 | awk '
         {
             for (i = 1; i <= NF; i++) if ($i ~ /^[a-z0-9_]+=[0-9]+$/) {
                 split($i, kv, "="); v[NR, kv[1]] = kv[2]; if (NR == 1) keys[++nk] = kv[1]
@@ -892,7 +939,7 @@ one_run() { # one_run REP SCENARIO PROXY ATTEMPT -> appends a row, sets RUN_DIST
     START_RC=""
     if ! start_proxy "$px" "$tag"; then
         local why
-        why="$START_ERR; log: $(tail -n 3 "$OUT/logs/$px-$tag.log" 2>/dev/null | tr '\n",' '   ' | cut -c1-200)"
+        why="$START_ERR; log: $(tail -n 3 "$OUT/logs/$px-$tag.log" 2>/dev/null | tr '\n",' '   ' | cut -c1-200)" || true
         stop_proxy
         if [ "$px" = relay ] && [ "${START_RC:-x}" = 0 ]; then
             SKIP[relay]="bench_relay exited at once with status 0 and never accepted (still a placeholder?)"
@@ -917,15 +964,19 @@ one_run() { # one_run REP SCENARIO PROXY ATTEMPT -> appends a row, sets RUN_DIST
     # shellcheck disable=SC2086
     t0=$(cpu_ticks $pids)
     b0=$(cpu_ticks "$BACKEND_PID")
-    c0=$(children_cpu_us)
+    children_cpu_us; c0=$CHILD_US
+    task_snap >"$OUT/.tasks0"
     stat_snap >"$OUT/.stat0"
+    local w0; w0=$(date +%s%N)
     if [ "$S_KIND" = openloop ]; then
         run_openloop "$DURATION" "$url" "$OL_RATE" "$S_CONNS" "$wfile"
     else
         run_wrk "$DURATION" "$url" "$S_HDR" "$lua" "$S_CONNS" "$wfile"
     fi
     stat_snap >"$OUT/.stat1"
-    c1=$(children_cpu_us)
+    local w1; w1=$(date +%s%N)
+    task_snap >"$OUT/.tasks1"
+    children_cpu_us; c1=$CHILD_US
     b1=$(cpu_ticks "$BACKEND_PID")
     local rss=""
     if [ -n "$PROXY_PID" ]; then
@@ -943,6 +994,7 @@ one_run() { # one_run REP SCENARIO PROXY ATTEMPT -> appends a row, sets RUN_DIST
     R[proxy_cores_busy_pct]=$(busy_pct "$OUT/.stat0" "$OUT/.stat1" "$PROXY_CPU_SET")
     R[load_cores_busy_pct]=$(busy_pct "$OUT/.stat0" "$OUT/.stat1" "$LOAD_CPU_SET")
     R[other_cores_busy_pct]=$(busy_pct "$OUT/.stat0" "$OUT/.stat1" "$OTHER_CPU_SET")
+    R[steal_pct]=$(steal_pct "$OUT/.stat0" "$OUT/.stat1" "$PROXY_CPU_SET $LOAD_CPU_SET")
     local alive=1
     [ -z "$PROXY_PID" ] || kill -0 "$PROXY_PID" 2>/dev/null || alive=0
     stop_proxy
@@ -984,10 +1036,14 @@ one_run() { # one_run REP SCENARIO PROXY ATTEMPT -> appends a row, sets RUN_DIST
     fi
     R[status]=ok
     [ "${R[errors]:-0}" -gt 0 ] && R[status]=errors
+    if [ "${req:-0}" -le 0 ]; then
+        R[status]=failed; R[note]="${R[note]:+${R[note]}; }no request completed in the measured window"
+    fi
     [ "$alive" = 1 ] || R[status]=proxy-died
 
     # CPU: proxy tree, and load side (wrk/openloop via `times`, backend via /proc)
     local tu ts pcpu=0
+    local -a a0 a1
     read -r -a a0 <<<"$t0"; read -r -a a1 <<<"$t1"
     tu=$(calc "(${a1[0]} - ${a0[0]}) * 1e6 / $CLK_TCK" 0)
     ts=$(calc "(${a1[1]} - ${a0[1]}) * 1e6 / $CLK_TCK" 0)
@@ -995,22 +1051,34 @@ one_run() { # one_run REP SCENARIO PROXY ATTEMPT -> appends a row, sets RUN_DIST
         R[cpu_user_us_per_req]=$(calc "$tu / $req")
         R[cpu_sys_us_per_req]=$(calc "$ts / $req")
         R[cpu_us_per_req]=$(calc "($tu + $ts) / $req")
-        pcpu=$(calc "($tu + $ts) / 1e6 / $dur * 100" 1)
+        pcpu=$(calc "($tu + $ts) / (($w1 - $w0) / 1e3) * 100" 1)
         R[proxy_cpu_pct]=$pcpu
         R[rss_kb]=$rss
     fi
     read -r -a a0 <<<"$b0"; read -r -a a1 <<<"$b1"
     local load_us
     load_us=$(calc "(${a1[0]} + ${a1[1]} - ${a0[0]} - ${a0[1]}) * 1e6 / $CLK_TCK + $c1 - $c0" 0)
-    R[load_procs_cpu_pct]=$(calc "$load_us / 1e6 / $dur * 100" 1)
+    R[load_procs_cpu_pct]=$(calc "$load_us / (($w1 - $w0) / 1e3) * 100" 1)
     R[other_on_proxy_cores_pct]=$(calc "${R[proxy_cores_busy_pct]:-0} * $NPROXY_CPU - $pcpu" 1)
     R[other_on_load_cores_pct]=$(calc "${R[load_cores_busy_pct]:-0} * $NLOAD_CPU - ${R[load_procs_cpu_pct]}" 1)
+    # other processes (everything but the proxy tree, the backend, and this script + its children)
+    local op oe ok
+    # shellcheck disable=SC2086
+    read -r op oe ok <<<"$(other_procs "$OUT/.tasks0" "$OUT/.tasks1" "${pids:-} $BACKEND_PID $$ $BASHPID" "$PROXY_CPU_SET")"
+    R[other_procs_on_proxy_cpus_pct]=$(calc "$op * 1e6 / $CLK_TCK / (($w1 - $w0) / 1e3) * 100" 1)
+    R[ksoftirqd_proxy_cpus_pct]=$(calc "$ok * 1e6 / $CLK_TCK / (($w1 - $w0) / 1e3) * 100" 1)
+    # the /proc/stat figure without ksoftirqd (softirq work caused by the benchmark's own traffic)
+    R[other_on_proxy_cores_pct]=$(calc "${R[other_on_proxy_cores_pct]} - ${R[ksoftirqd_proxy_cpus_pct]}" 1)
+    R[other_procs_elsewhere_pct]=$(calc "$oe * 1e6 / $CLK_TCK / (($w1 - $w0) / 1e3) * 100" 1)
+    R[other_procs_top]=$(other_top "$OUT/.tasks0" "$OUT/.tasks1" "${pids:-} $BACKEND_PID $$ $BASHPID")
     local ps=0 ls=0
     awk -v b="${R[proxy_cores_busy_pct]:-0}" 'BEGIN { exit !(b >= 90) }' && ps=1
     awk -v b="${R[load_cores_busy_pct]:-0}" 'BEGIN { exit !(b >= 90) }' && ls=1
     case "$ps$ls" in 11) R[saturated]=both ;; 10) R[saturated]=proxy ;; 01) R[saturated]=load ;; *) R[saturated]=none ;; esac
     [ "$px" = direct ] && [ "$ls" = 1 ] && R[saturated]=load
-    if awk -v o="${R[other_on_proxy_cores_pct]}" -v t="$DISTURB_PCT" 'BEGIN { exit !(o > t) }'; then
+    # disturbed: either measure says another task used the proxy CPUs
+    if awk -v o="${R[other_on_proxy_cores_pct]}" -v q="${R[other_procs_on_proxy_cpus_pct]}" -v t="$DISTURB_PCT" \
+        'BEGIN { exit !(o > t || q > t) }'; then
         R[disturbed]=1; RUN_DISTURBED=1
     fi
 
@@ -1033,12 +1101,15 @@ one_run() { # one_run REP SCENARIO PROXY ATTEMPT -> appends a row, sets RUN_DIST
     fi
     [ "$RUN_DISTURBED" = 1 ] && [ "$attempt" -le "$MAX_RETRIES" ] && R[status]=retried
     emit_row
-    log "$(printf 'r%-2s %-14s %-8s %-9s rps=%-9s p99=%-7s cpu/req=%-8s errs=%-4s rss=%-7s proxy=%s%% load=%s%% other(p/l)=%s/%s%% sat=%s' \
+    log "$(printf 'r%-2s %-14s %-8s %-9s rps=%-9s p99=%-7s cpu/req=%-8s errs=%-4s rss=%-7s proxy=%s%% load=%s%% other(proxy stat/procs, load)=%s %s%% sat=%s' \
         "$rep" "$sc" "$px" "${R[status]}" "${R[rps]}" "${R[p99_us]}" "${R[cpu_us_per_req]:-}" "${R[errors]}" "${R[rss_kb]:-}" \
-        "${R[proxy_cores_busy_pct]}" "${R[load_cores_busy_pct]}" "${R[other_on_proxy_cores_pct]}" "${R[other_on_load_cores_pct]}" "${R[saturated]}")"
+        "${R[proxy_cores_busy_pct]}" "${R[load_cores_busy_pct]}" "${R[other_on_proxy_cores_pct]}/${R[other_procs_on_proxy_cpus_pct]}" "${R[other_on_load_cores_pct]}" "${R[saturated]}")"
 }
 
 # ------------------------------------------------------------ main loop
+# In braces up to the final exit: bash parses the whole block before running it, so
+# editing this file while a run is in progress cannot derail the run.
+{
 nrows=${#PROXY_LIST[@]}
 total=$((REPS * ${#SCEN_LIST[@]} * nrows))
 log "$total runs of ${DURATION}s (+${WARMUP}s warm-up): ${#SCEN_LIST[@]} scenario(s) x $nrows row(s) x $REPS rep(s) -> $OUT"
@@ -1053,7 +1124,7 @@ for ((rep = 1; rep <= REPS; rep++)); do
             for ((attempt = 1; attempt <= MAX_RETRIES + 1; attempt++)); do
                 one_run "$rep" "$sc" "$px" "$attempt"
                 [ "$RUN_DISTURBED" = 1 ] && [ "$attempt" -le "$MAX_RETRIES" ] || break
-                log "  disturbed (other on proxy cores ${R[other_on_proxy_cores_pct]}% > $DISTURB_PCT%): retry $attempt/$MAX_RETRIES"
+                log "  disturbed (other work on the proxy CPUs ${R[other_on_proxy_cores_pct]}% by /proc/stat, ${R[other_procs_on_proxy_cpus_pct]}% by other processes; limit $DISTURB_PCT%): retry $attempt/$MAX_RETRIES"
                 sleep 1
             done
         done
@@ -1061,8 +1132,10 @@ for ((rep = 1; rep <= REPS; rep++)); do
 done
 echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/env.txt"
 echo "elapsed_s=$(($(date +%s) - T_START))" >>"$OUT/env.txt"
-rm -f "$OUT/.s0" "$OUT/.s1" "$OUT/.stat0" "$OUT/.stat1" "$OUT/.times"
+rm -f "$OUT/.s0" "$OUT/.s1" "$OUT/.stat0" "$OUT/.stat1" "$OUT/.times" "$OUT/.tasks0" "$OUT/.tasks1"
 
 # ------------------------------------------------------------ report
 GNUPLOT_BIN=$GNUPLOT_BIN "$PYTHON" "$BENCH_DIR/report.py" "$OUT"
 log "report: $OUT/report.md  runs: $CSV  ($(($(date +%s) - T_START)) s)"
+exit 0
+}

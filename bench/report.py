@@ -1,0 +1,365 @@
+#!/usr/bin/env python3
+"""bench/report.py OUTDIR: turn OUTDIR/runs.csv + env.txt (written by bench/compare.sh)
+into OUTDIR/report.md, OUTDIR/medians.csv and two grouped-bar charts (rps.png, cpu.png).
+Standard library only; gnuplot is optional (no charts without it)."""
+import csv
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+
+out = sys.argv[1]
+rows = list(csv.DictReader(open(os.path.join(out, "runs.csv"))))
+env = {}
+for line in open(os.path.join(out, "env.txt")):
+    if "=" in line:
+        k, v = line.rstrip("\n").split("=", 1)
+        env[k] = v
+
+proxies = env.get("proxies", "").split()
+scenarios = env.get("scenarios", "").split()
+GOOD = ("ok", "errors")
+PEERS = [p for p in proxies if p not in ("relay", "direct")]
+
+
+def num(r, k):
+    try:
+        return float(r.get(k, ""))
+    except ValueError:
+        return None
+
+
+def vals(rs, k):
+    return [x for x in (num(r, k) for r in rs) if x is not None]
+
+
+def med(xs):
+    return statistics.median(xs) if xs else None
+
+
+def fmt(x, nd=0):
+    return "–" if x is None else f"{x:,.{nd}f}"
+
+
+def spread(xs, nd=0):
+    return f" ({fmt(min(xs), nd)}–{fmt(max(xs), nd)})" if len(xs) >= 2 else ""
+
+
+def size_name(b):
+    b = int(b)
+    if b >= 1048576 and b % 1048576 == 0:
+        return f"{b // 1048576} MiB"
+    if b >= 1024 and b % 1024 == 0:
+        return f"{b // 1024} KiB"
+    return f"{b} B"
+
+
+def sel(sc, px, good=True):
+    return [r for r in rows if r["scenario"] == sc and r["proxy"] == px and (not good or r["status"] in GOOD)]
+
+
+def scen_info(sc):
+    rs = [r for r in rows if r["scenario"] == sc]
+    if not rs:
+        return None
+    r = rs[0]
+    kind, size, conns = r["kind"], int(r["size_bytes"]), r["connections"]
+    if kind == "ka":
+        d = f"GET /size/{size} ({size_name(size)} response), keep-alive, {conns} connection(s)"
+    elif kind == "close":
+        d = (f"GET /size/{size} ({size_name(size)} response), `Connection: close` (a new client connection "
+             f"per request; upstream stays keep-alive), {conns} connection(s)")
+    elif kind == "upload":
+        d = f"POST of a {size_name(size)} body (Content-Length) to /size/0, keep-alive, {conns} connection(s)"
+    else:
+        rate = next((x["target_rate"] for x in rs if x.get("target_rate")), "?")
+        d = (f"open loop: bench_openloop at a constant {rate} req/s, GET /size/{size} ({size_name(size)}), "
+             f"{conns} connection(s)")
+    return kind, size, int(conns), d
+
+
+def saturation(good):
+    s = [r["saturated"] for r in good if r.get("saturated")]
+    return max(set(s), key=s.count) if s else "–"
+
+
+# ------------------------------------------------------------------ medians
+M = {}  # (sc, px) -> dict of medians
+for sc in scenarios:
+    for px in proxies:
+        g = sel(sc, px)
+        if not g:
+            continue
+        m = {k: med(vals(g, k)) for k in (
+            "rps", "p50_us", "p90_us", "p99_us", "p999_us", "p9999_us", "max_us", "cpu_us_per_req",
+            "cpu_user_us_per_req", "cpu_sys_us_per_req", "rss_kb", "proxy_cores_busy_pct", "load_cores_busy_pct",
+            "other_on_proxy_cores_pct", "other_on_load_cores_pct", "other_procs_on_proxy_cpus_pct",
+            "other_procs_elsewhere_pct", "ring_enters_per_req", "ring_sqes_per_req",
+            "bytes_copied_per_req", "zc_sends_per_req", "target_rate", "proxy_cpu_pct")}
+        m["errors"] = sum(int(num(r, "errors") or 0) for r in g)
+        m["n"] = len(g)
+        m["saturated"] = saturation(g)
+        M[(sc, px)] = m
+
+
+def floor_ratio(sc, px):
+    if px in ("relay", "direct"):
+        return "n/a" if px == "direct" else "1.00"
+    f = M.get((sc, "relay"), {}).get("cpu_us_per_req")
+    c = M.get((sc, px), {}).get("cpu_us_per_req")
+    return f"{c / f:.2f}" if f and c is not None else "–"
+
+
+with open(os.path.join(out, "medians.csv"), "w", newline="") as f:
+    cols = ["scenario", "proxy", "n", "rps", "p50_us", "p90_us", "p99_us", "p999_us", "p9999_us", "errors",
+            "cpu_us_per_req", "cpu_user_us_per_req", "cpu_sys_us_per_req", "x_floor", "rss_kb",
+            "proxy_cores_busy_pct", "load_cores_busy_pct", "other_on_proxy_cores_pct", "other_on_load_cores_pct",
+            "other_procs_on_proxy_cpus_pct", "other_procs_elsewhere_pct", "saturated", "ring_enters_per_req", "ring_sqes_per_req", "bytes_copied_per_req", "zc_sends_per_req"]
+    w = csv.writer(f)
+    w.writerow(cols)
+    for (sc, px), m in M.items():
+        w.writerow([sc, px] + [("" if m.get(c) is None else m.get(c)) if c != "x_floor" else floor_ratio(sc, px)
+                               for c in cols[2:]])
+
+# ------------------------------------------------------------------ charts
+charts = []
+gp = shutil.which(os.environ.get("GNUPLOT_BIN", "gnuplot"))
+chart_note = ""
+if gp:
+    def chart(fname, key, title, ylabel, scens, logy=True):
+        cols = [px for px in proxies if any(M.get((sc, px), {}).get(key) for sc in scens)]
+        if not scens or not cols:
+            return
+        dat = os.path.join(out, fname.replace(".png", ".dat"))
+        with open(dat, "w") as f:
+            f.write("scenario " + " ".join(cols) + "\n")
+            for sc in scens:
+                vs = [M.get((sc, px), {}).get(key) for px in cols]
+                f.write(sc + " " + " ".join("?" if v is None or v <= 0 else f"{v:.3f}" for v in vs) + "\n")
+        plot = ", ".join(f"'{os.path.basename(dat)}' using {i + 2}{':xtic(1)' if i == 0 else ''} title columnhead"
+                         for i in range(len(cols)))
+        script = f"""set terminal pngcairo size {max(900, 110 * len(scens) * max(1, len(cols)) // 3)},520 font ",10"
+set output '{fname}'
+set title "{title}"
+set ylabel "{ylabel}"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set boxwidth 0.9
+set datafile missing "?"
+set key outside right top
+set grid ytics
+set xtics rotate by -30
+{'set logscale y' if logy else 'set yrange [0:*]'}
+plot {plot}
+"""
+        gpf = os.path.join(out, fname.replace(".png", ".gp"))
+        open(gpf, "w").write(script)
+        r = subprocess.run([gp, os.path.basename(gpf)], cwd=out, capture_output=True, text=True)
+        if r.returncode == 0 and os.path.exists(os.path.join(out, fname)):
+            charts.append((fname, title))
+        else:
+            global chart_note
+            chart_note += f" gnuplot failed for {fname}: {r.stderr.strip()[:200]}"
+
+    closed = [sc for sc in scenarios if (scen_info(sc) or ("",))[0] != "openloop"]
+    chart("rps.png", "rps", "requests/s (median; log scale)", "req/s", closed)
+    chart("cpu.png", "cpu_us_per_req", "proxy CPU µs per request, user+system (median; log scale)",
+          "CPU µs/request", scenarios)
+else:
+    chart_note = " (gnuplot not found: no charts)"
+
+# ------------------------------------------------------------------ report
+L = []
+L.append("# ringlb benchmark: ringlb vs peers, the relay floor and direct\n")
+peers_skipped = [f"{k[5:]} ({v})" for k, v in env.items() if k.startswith("skip_")]
+L.append(f"- date (UTC): {env.get('date_utc')}, host `{env.get('host')}`, {env.get('kernel')}, "
+         f"{env.get('cpu_model')} ({env.get('online_cpus')} CPUs online, governor {env.get('governor')})")
+L.append(f"- placement: proxies (and the relay) pinned to CPU(s) {env.get('proxy_cpus')} with "
+         f"{env.get('workers')} worker(s) each; load generator + backends pinned to CPU(s) {env.get('load_cpus')}; "
+         f"other CPUs: {env.get('other_cpus')}")
+L.append(f"- runs: {env.get('duration_s')} s measured after {env.get('warmup_s')} s warm-up, "
+         f"{env.get('reps')} repetition(s), rows interleaved (order rotated each repetition), fresh proxy per run; "
+         f"a run with more than {env.get('disturb_pct')}% of a core of other work on the proxy CPUs is repeated "
+         f"(up to {env.get('max_retries')} times); elapsed {env.get('elapsed_s', '?')} s")
+vers = [f"nginx {env.get('nginx')}", f"HAProxy {env.get('haproxy')}"]
+for p in ("envoy", "caddy", "h2o", "varnish"):
+    if env.get(p):
+        vers.append(f"{p} {env[p]}")
+commit = env.get("ringlb_commit", "")
+L.append(f"- versions: {', '.join(vers)}, wrk {env.get('wrk')} ({env.get('wrk_threads')} thread(s)), "
+         f"ringlb `{env.get('ringlb')}`" + (f" (commit {commit[:12] if len(commit) == 40 else commit})" if commit else ""))
+L.append(f"- backends: bench_backend ({env.get('backend_threads')} thread(s)), round-robin over 2 ports; "
+         f"upstream keep-alive with up to {env.get('upstream_keepalive_idle')} idle connections per worker; "
+         f"ulimit -n {env.get('nofile')}")
+if peers_skipped:
+    L.append(f"- skipped rows: {'; '.join(peers_skipped)}")
+if env.get("openloop_skip"):
+    L.append(f"- open-loop scenarios skipped: {env['openloop_skip']}")
+if env.get("openloop_rate"):
+    L.append(f"- open-loop rate: {env['openloop_rate']} req/s ({env.get('openloop_rate_source')})")
+L.append(f"- machine load: idle baseline before the runs: proxy CPUs {env.get('idle_baseline_busy_pct_proxy_cpus')}% "
+         f"busy, load CPUs {env.get('idle_baseline_busy_pct_load_cpus')}%, other CPUs "
+         f"{(env.get('idle_baseline_busy_pct_other_cpus') + '%') if env.get('idle_baseline_busy_pct_other_cpus') else 'n/a'}; loadavg start {env.get('loadavg_start')}, "
+         f"end {env.get('loadavg_end')}")
+
+st = vals([r for r in rows if r["status"] in GOOD + ("retried",)], "steal_pct")
+if st:
+    L.append(f"- hypervisor steal time on the proxy + load CPUs during the runs: median {med(st):.1f}%, "
+             f"max {max(st):.1f}% (`steal_pct` in runs.csv)")
+# which side saturated
+sat = {}
+for (sc, px), m in M.items():
+    if px in PEERS:
+        sat.setdefault(m["saturated"], []).append(f"{sc}/{px}")
+parts = [f"{k}: {len(v)}" for k, v in sorted(sat.items())]
+L.append(f"- saturated side (busy ≥ 90%) over scenario×proxy cells: {', '.join(parts) or '–'}. "
+         + ("The load side is the bottleneck in most cells: req/s then measures wrk + backends as much as the "
+            "proxy, so **compare CPU µs/request**, not req/s." if len(sat.get("load", [])) + len(sat.get("both", []))
+            >= max(1, sum(len(v) for v in sat.values())) / 2 else
+            "Where the proxy side saturated, req/s compares the proxies directly."))
+L.append("")
+L.append("Medians over the good runs, (min–max) the spread. **CPU µs/req**: user+system time of the proxy's whole "
+         "process tree during the measured window ÷ completed requests; **× floor**: that ÷ the relay's (a TCP relay "
+         "that knows no HTTP, `bench_relay`). **other % p/P/l**: other work in % of a core: "
+         "p = proxy CPUs busy (/proc/stat) minus the proxy's own CPU and minus ksoftirqd (includes softirqs and "
+         "short-lived tasks; tick-sampled, can go negative), P = CPU time of other processes last seen on the proxy CPUs "
+         "(/proc/*/task/*/stat), l = load CPUs busy minus wrk + backends. **sat**: which side was ≥ 90% busy. "
+         "wrk latencies are closed-loop (coordinated omission): compare within a table only; the open-loop table "
+         "has the honest percentiles.")
+L.append("")
+if charts:
+    for fn, t in charts:
+        L.append(f"![{t}]({fn})")
+    L.append("")
+    L.append("Charts: " + ", ".join(f"[{fn}]({fn})" for fn, _ in charts) + " (data: `*.dat`, scripts: `*.gp`)."
+             + chart_note)
+    L.append("")
+elif chart_note:
+    L.append("No charts:" + chart_note)
+    L.append("")
+
+for sc in scenarios:
+    info = scen_info(sc)
+    if not info:
+        continue
+    kind, size, conns, desc = info
+    L.append(f"## {sc}: {desc}\n")
+    if kind == "openloop":
+        L.append("| row | runs | target req/s | achieved req/s | p50 µs | p90 µs | p99 µs | p99.9 µs | p99.99 µs | max µs | errors | CPU µs/req | user | sys | × floor | RSS kB | proxy CPUs % | other % p/P/l | sat |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    else:
+        L.append("| row | runs | req/s | p50 µs | p90 µs | p99 µs | p99.9 µs | errors | CPU µs/req | user | sys | × floor | RSS kB | proxy CPUs % | load CPUs % | other % p/P/l | sat |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for px in proxies:
+        allr = sel(sc, px, good=False)
+        final = [r for r in allr if r["status"] != "retried"]
+        g = sel(sc, px)
+        ncols = 19 if kind == "openloop" else 17
+        if not g:
+            st = sorted(set(r["status"] for r in final)) or ["not run"]
+            note = next((r["note"] for r in final if r.get("note")), "")
+            L.append(f"| {px} | 0/{len(final)} | {', '.join(st)}{': ' + note if note else ''} " + "|" * (ncols - 2))
+            continue
+        m = M[(sc, px)]
+        rps, p50, p99 = vals(g, "rps"), vals(g, "p50_us"), vals(g, "p99_us")
+        cpu = vals(g, "cpu_us_per_req")
+        other = (f"{fmt(m['other_on_proxy_cores_pct'], 1)}/{fmt(m['other_procs_on_proxy_cpus_pct'], 1)}/"
+                 f"{fmt(m['other_on_load_cores_pct'], 1)}")
+        nret = len(allr) - len(final)
+        runs = f"{len(g)}/{len(final)}" + (f" (+{nret} retried)" if nret else "")
+        if kind == "openloop":
+            L.append(f"| {px} | {runs} | {fmt(m['target_rate'])} | {fmt(m['rps'])}{spread(rps)} | "
+                     f"{fmt(m['p50_us'])}{spread(p50)} | {fmt(m['p90_us'])} | {fmt(m['p99_us'])}{spread(p99)} | "
+                     f"{fmt(m['p999_us'])} | {fmt(m['p9999_us'])} | {fmt(m['max_us'])} | {m['errors']} | "
+                     f"{fmt(m['cpu_us_per_req'], 2)}{spread(cpu, 2)} | {fmt(m['cpu_user_us_per_req'], 2)} | "
+                     f"{fmt(m['cpu_sys_us_per_req'], 2)} | {floor_ratio(sc, px)} | {fmt(m['rss_kb'])} | "
+                     f"{fmt(m['proxy_cores_busy_pct'], 1)} | {other} | {m['saturated']} |")
+        else:
+            L.append(f"| {px} | {runs} | {fmt(m['rps'])}{spread(rps)} | {fmt(m['p50_us'])}{spread(p50)} | "
+                     f"{fmt(m['p90_us'])} | {fmt(m['p99_us'])}{spread(p99)} | {fmt(m['p999_us'])} | {m['errors']} | "
+                     f"{fmt(m['cpu_us_per_req'], 2)}{spread(cpu, 2)} | {fmt(m['cpu_user_us_per_req'], 2)} | "
+                     f"{fmt(m['cpu_sys_us_per_req'], 2)} | {floor_ratio(sc, px)} | {fmt(m['rss_kb'])} | "
+                     f"{fmt(m['proxy_cores_busy_pct'], 1)} | {fmt(m['load_cores_busy_pct'], 1)} | {other} | "
+                     f"{m['saturated']} |")
+    L.append("")
+
+# ringlb's own counters
+rl = [(sc, M[(sc, "ringlb")]) for sc in scenarios if (sc, "ringlb") in M]
+if rl and any(m["ring_enters_per_req"] is not None for _, m in rl):
+    has_zc = any(m["zc_sends_per_req"] is not None for _, m in rl)
+    L.append("## ringlb counters per request (SIGUSR1 before and after the measured window)\n")
+    L.append("Deltas of ringlb's own counters over the window ÷ the requests it counted in it (medians). "
+             "`ring_enters`: io_uring_enter calls (submissions per request); `ring_sqes`: SQEs submitted; "
+             "`bytes_copied`: bytes memcpy'd in user space. All counter deltas of every run are in runs.csv "
+             "(`ringlb_counters`).\n")
+    L.append("| scenario | ring_enters/req | ring_sqes/req | bytes_copied/req |" + (" zc_sends/req |" if has_zc else ""))
+    L.append("|---|---|---|---|" + ("---|" if has_zc else ""))
+    for sc, m in rl:
+        L.append(f"| {sc} | {fmt(m['ring_enters_per_req'], 3)} | {fmt(m['ring_sqes_per_req'], 3)} | "
+                 f"{fmt(m['bytes_copied_per_req'], 1)} |" + (f" {fmt(m['zc_sends_per_req'], 3)} |" if has_zc else ""))
+    L.append("")
+
+
+# scale tables
+def scale_table(title, scens, label):
+    if len(scens) < 2:
+        return
+    cols = [px for px in proxies if px != "direct" and any((sc, px) in M for sc, _ in scens)]
+    L.append(f"## Scale: {title}\n")
+    L.append("Median CPU µs/request (× the relay floor) and RSS (MiB) per row.\n")
+    L.append(f"| {label} | " + " | ".join(f"{px} CPU µs/req | {px} RSS MiB" for px in cols) + " |")
+    L.append("|---|" + "---|---|" * len(cols))
+    for sc, lab in scens:
+        cells = []
+        for px in cols:
+            m = M.get((sc, px))
+            if not m:
+                st = sorted(set(r["status"] for r in sel(sc, px, good=False) if r["status"] != "retried"))
+                cells += [", ".join(st) or "–", "–"]
+                continue
+            fr = floor_ratio(sc, px)
+            cpu = fmt(m["cpu_us_per_req"], 2) + (f" (×{fr})" if px != "relay" and fr not in ("–", "n/a") else "")
+            cells += [cpu, fmt(m["rss_kb"] / 1024 if m["rss_kb"] is not None else None, 1)]
+        L.append(f"| {lab} | " + " | ".join(cells) + " |")
+    L.append("")
+
+
+infos = {sc: scen_info(sc) for sc in scenarios}
+by_size = sorted(((sc, size_name(i[1])) for sc, i in infos.items() if i and i[0] == "ka" and i[2] == 64),
+                 key=lambda t: infos[t[0]][1])
+scale_table("response size (keep-alive, 64 connections)", by_size, "response")
+by_conn = sorted(((sc, f"{i[2]:,}") for sc, i in infos.items() if i and i[0] == "ka" and i[1] == 1024),
+                 key=lambda t: infos[t[0]][2])
+scale_table("connections (1 KiB, keep-alive)", by_conn, "connections")
+
+# disturbance and failures
+dist = [r for r in rows if r.get("disturbed") == "1"]
+if dist:
+    L.append(f"## Disturbed runs (other work on the proxy CPUs > {env.get('disturb_pct')}% of a core)\n")
+    L.append("`retried` runs were repeated and are not in the medians; a disturbed run that is not `retried` "
+             "used up its retries and is kept (treat it with care).\n")
+    for r in dist:
+        L.append(f"- rep {r['rep']} {r['scenario']} {r['proxy']} attempt {r['attempt']}: {r['status']}; other on "
+                 f"proxy CPUs {r['other_on_proxy_cores_pct']}% (/proc/stat), {r['other_procs_on_proxy_cpus_pct']}% "
+                 f"(other processes: {r.get('other_procs_top', '').strip() or '–'}); other on load CPUs "
+                 f"{r['other_on_load_cores_pct']}%; ksoftirqd on proxy CPUs {r.get('ksoftirqd_proxy_cpus_pct') or '–'}%; steal {r.get('steal_pct') or '–'}%; loadavg {r['loadavg1']}")
+    L.append("")
+bad = [r for r in rows if r["status"] not in ("ok", "retried", "skipped")]
+if bad:
+    L.append("## Runs that were not clean\n")
+    for r in bad:
+        L.append(f"- rep {r['rep']} {r['scenario']} {r['proxy']}: {r['status']} (errors {r.get('errors') or '–'}) "
+                 f"{r.get('note', '')}")
+    L.append("")
+cfgs = [c for c in ("ringlb.yaml", "nginx.conf", "haproxy.cfg", "envoy.yaml", "Caddyfile", "h2o.conf",
+                    "varnish.vcl", "report.lua", "cmdlines.txt") if os.path.exists(os.path.join(out, c))]
+L.append("Per-run data: [`runs.csv`](runs.csv) (one row per run, retried ones included), medians: "
+         "[`medians.csv`](medians.csv); generated configs and command lines: "
+         + ", ".join(f"[`{c}`]({c})" for c in cfgs)
+         + " (configs of peers that are not installed are generated but unused); raw load-generator output and "
+           "proxy logs: `logs/`; environment: [`env.txt`](env.txt).")
+text = "\n".join(L) + "\n"
+open(os.path.join(out, "report.md"), "w").write(text)
+sys.stdout.write(text)
