@@ -5,6 +5,7 @@
  * The pool is built in memory with weights 1..10 repeating, so the picks walk the whole weighted sequence rather
  * than a degenerate equal-weight one. Timing as in parse_bench: CLOCK_MONOTONIC around a batch, best of 5. A second
  * row per size passes an exclusion bitmap with backend 0 set, the path a retry after a failed connect takes. */
+#include "bench_args.h"
 #include <ringlb/api.h>
 #include <ringlb/config-t.h>
 #include <ringlb/lb.h>
@@ -78,20 +79,9 @@ static int check_distribution(struct rlb_lb_state *st, const struct rlb_pool_cfg
 int main(int argc, char **argv)
 {
     uint64_t iterations = 1000000;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--iterations") && i + 1 < argc) {
-            char *end;
-            errno = 0;
-            iterations = strtoull(argv[++i], &end, 10);
-            if (errno || *end || iterations == 0) {
-                fprintf(stderr, "lb_bench: bad --iterations %s\n", argv[i]);
-                return 2;
-            }
-        } else {
-            fprintf(stderr, "usage: lb_bench [--iterations N]\n");
-            return 2;
-        }
-    }
+    int bad = bench_parse_iterations("lb_bench", argc, argv, &iterations);
+    if (bad)
+        return bad;
 
     static const uint32_t sizes[] = {2, 16, 256};
     printf("lb_bench: smooth weighted round-robin, weights 1..10, %" PRIu64 " picks per batch, best of %d\n\n",

@@ -9,6 +9,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include "bench_args.h"
 #include <ringlb/api.h>
 #include <ringlb/http1.h>
 
@@ -216,20 +217,9 @@ static int check_case(const struct bench_case *c)
 int main(int argc, char **argv)
 {
     uint64_t iterations = 1000000;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--iterations") && i + 1 < argc) {
-            char *end;
-            errno = 0;
-            iterations = strtoull(argv[++i], &end, 10);
-            if (errno || *end || iterations == 0) {
-                fprintf(stderr, "parse_bench: bad --iterations %s\n", argv[i]);
-                return 2;
-            }
-        } else {
-            fprintf(stderr, "usage: parse_bench [--iterations N]\n");
-            return 2;
-        }
-    }
+    int bad = bench_parse_iterations("parse_bench", argc, argv, &iterations);
+    if (bad)
+        return bad;
 
     size_t chunked_len;
     char *chunked = build_chunked(&chunked_len);

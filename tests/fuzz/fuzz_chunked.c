@@ -6,13 +6,7 @@
 
 #include <string.h>
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(c)                                                                                                       \
-    do {                                                                                                               \
-        if (!(c))                                                                                                      \
-            __builtin_trap();                                                                                          \
-    } while (0)
+#include "fuzz.h"
 
 struct run {
     int result;
