@@ -243,17 +243,9 @@ void rlb_conn_flush(struct rlb_worker *w, struct rlb_conn *c)
     c->ops++;
 }
 
-static bool is_closing(const struct rlb_conn *c)
-{
-    if (c->kind == RLB_CONN_CLIENT)
-        return c->state == RLB_CS_CLOSING;
-    /* A freed slot is not "closing": freeing it again would corrupt the free list. */
-    return c->kind == RLB_CONN_UPSTREAM && c->state == RLB_US_CLOSING;
-}
-
 void rlb_conn_close(struct rlb_worker *w, struct rlb_conn *c, bool abort)
 {
-    if (is_closing(c))
+    if (rlb_conn_is_closing(c))
         return;
     if (abort)
         c->flags |= RLB_CF_ABORT;
@@ -281,7 +273,7 @@ void rlb_conn_close(struct rlb_worker *w, struct rlb_conn *c, bool abort)
 
 void rlb_conn_try_free(struct rlb_worker *w, struct rlb_conn *c)
 {
-    if (!is_closing(c) || c->ops)
+    if (!rlb_conn_is_closing(c) || c->ops)
         return;
     if (c->outq) {
         rlb_outq_discard(c->outq, &w->bufs);

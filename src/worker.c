@@ -286,7 +286,7 @@ static void rearm_starved(struct rlb_worker *w)
 static void handle_recv(struct rlb_worker *w, struct rlb_conn *c, struct io_uring_cqe *cqe)
 {
     bool more = cqe->flags & IORING_CQE_F_MORE;
-    bool closing = c->kind == RLB_CONN_CLIENT ? c->state == RLB_CS_CLOSING : c->state == RLB_US_CLOSING;
+    bool closing = rlb_conn_is_closing(c);
     if (!more) {
         c->flags &= (uint16_t)~(RLB_CF_RECV_ARMED | RLB_CF_RECV_CANCELING);
         c->ops--;
@@ -352,7 +352,7 @@ static void handle_send(struct rlb_worker *w, struct rlb_conn *c, struct io_urin
     if ((c->flags & RLB_CF_SEND_ZC) && !(cqe->flags & IORING_CQE_F_MORE))
         drop_newest_hold(w, c);
     c->flags &= (uint16_t)~(RLB_CF_SEND_INFLIGHT | RLB_CF_SEND_ZC);
-    bool closing = c->kind == RLB_CONN_CLIENT ? c->state == RLB_CS_CLOSING : c->state == RLB_US_CLOSING;
+    bool closing = rlb_conn_is_closing(c);
     if (!closing)
         rlb_proxy_sent(w, c, cqe->res);
     rlb_conn_try_free(w, c);

@@ -15,6 +15,14 @@ static inline struct rlb_conn *rlb_conn_peer(struct rlb_worker *w, const struct 
     return c->peer == RLB_SLOT_NONE ? NULL : &w->conns[c->peer];
 }
 
+/* A freed slot is not "closing": freeing it again would corrupt the free list. */
+static inline bool rlb_conn_is_closing(const struct rlb_conn *c)
+{
+    if (c->kind == RLB_CONN_CLIENT)
+        return c->state == RLB_CS_CLOSING;
+    return c->kind == RLB_CONN_UPSTREAM && c->state == RLB_US_CLOSING;
+}
+
 int rlb_conns_init(struct rlb_worker *w, uint32_t count);
 void rlb_conns_destroy(struct rlb_worker *w);
 
