@@ -693,7 +693,7 @@ STARTED+=("$BACKEND_PID")
 wait_ready "$BACKEND_PORT1" "$BACKEND_PID" bench_backend || die "backend did not start: $START_ERR (see $OUT/logs/backend.log)"
 wait_ready "$BACKEND_PORT2" "$BACKEND_PID" bench_backend || die "backend did not start: $START_ERR (see $OUT/logs/backend.log)"
 
-# ------------------------------------------------------------ placeholder probes
+# ------------------------------------------------------------ probes: skip a tool that does not work
 OPENLOOP_SKIP=""
 if [ ${#OPENLOOP_SCENS[@]} -gt 0 ]; then
     if [ ! -x "$OPENLOOP_BIN" ]; then
@@ -702,7 +702,7 @@ if [ ${#OPENLOOP_SCENS[@]} -gt 0 ]; then
         timeout 15 taskset -c "$LOAD_CPUS" "$OPENLOOP_BIN" --url "http://127.0.0.1:$BACKEND_PORT1/size/0" \
             --rate 200 --duration 1 --connections 2 --warmup 0 >"$OUT/logs/openloop-probe.txt" 2>&1 || true
         grep -q '^openloop .*completed=' "$OUT/logs/openloop-probe.txt" ||
-            OPENLOOP_SKIP="bench_openloop printed no result line in a 1 s probe (still a placeholder?)"
+            OPENLOOP_SKIP="bench_openloop printed no result line in a 1 s probe"
     fi
     [ -z "$OPENLOOP_SKIP" ] || log "SKIP open-loop scenarios: $OPENLOOP_SKIP"
 fi
@@ -942,7 +942,7 @@ one_run() { # one_run REP SCENARIO PROXY ATTEMPT -> appends a row, sets RUN_DIST
         why="$START_ERR; log: $(tail -n 3 "$OUT/logs/$px-$tag.log" 2>/dev/null | tr '\n",' '   ' | cut -c1-200)" || true
         stop_proxy
         if [ "$px" = relay ] && [ "${START_RC:-x}" = 0 ]; then
-            SKIP[relay]="bench_relay exited at once with status 0 and never accepted (still a placeholder?)"
+            SKIP[relay]="bench_relay exited at once with status 0 and never accepted"
             log "SKIP relay: ${SKIP[relay]}"
             R[status]=skipped; R[note]=${SKIP[relay]}; emit_row; return
         fi
