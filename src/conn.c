@@ -65,7 +65,6 @@ void rlb_conn_set_nodelay(struct rlb_conn *c)
 {
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    c->flags |= RLB_CF_NODELAY_SET;
 }
 
 /* The buffer group travels in the operation code, so that even a

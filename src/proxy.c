@@ -224,8 +224,7 @@ void rlb_proxy_input(struct rlb_worker *w, struct rlb_conn *c)
 
 void rlb_proxy_accepted(struct rlb_worker *w, struct rlb_conn *c)
 {
-    c->state = RLB_CS_HEAD;
-    rlb_conn_set_nodelay(c);
+    c->state = RLB_CS_HEAD; /* TCP_NODELAY comes from the listening socket */
     arm(w, c, RLB_TIMER_CLIENT_HEADER);
     rlb_conn_arm_recv(w, c);
 }

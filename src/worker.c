@@ -9,6 +9,7 @@
 #include <ringlb/worker.h>
 
 #include <errno.h>
+#include <netinet/tcp.h>
 #include <sched.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -30,6 +31,8 @@ static int open_listener(const struct rlb_listener_cfg *l, int *out)
         goto fail;
     if (l->addr.ss.ss_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    /* Accepted sockets inherit it: one system call per listener, not per connection. */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (bind(fd, (const struct sockaddr *)&l->addr.ss, l->addr.len) < 0)
         goto fail;
     if (listen(fd, (int)l->backlog) < 0)

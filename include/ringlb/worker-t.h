@@ -47,7 +47,6 @@ enum rlb_upstream_state {
 #define RLB_CF_EOF 0x0020            /* the peer finished sending */
 #define RLB_CF_STARVED 0x0040        /* recv ended with ENOBUFS; re-armed when buffers return */
 #define RLB_CF_ABORT 0x0080          /* closing without a graceful shutdown */
-#define RLB_CF_NODELAY_SET 0x0100
 #define RLB_CF_SEND_ZC 0x0200         /* the send in flight is a send-zero-copy */
 
 enum rlb_resp_state {
