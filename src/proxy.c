@@ -206,6 +206,51 @@ int rlb__proxy_parse_head(struct rlb_worker *w, struct rlb_conn *c, bool request
     }
 }
 
+int rlb__proxy_relay_body(struct rlb_worker *w, struct rlb_conn *from, struct rlb_outq *q, uint8_t kind, bool rechunk,
+                          uint64_t *remaining, struct rlb_chunked_decoder *dec, bool *progress)
+{
+    int result = RLB_RELAY_MORE;
+    while (from->inq_head != RLB_BUF_NONE && result == RLB_RELAY_MORE) {
+        if (q->queued_bytes >= OUTQ_HIGH || !rlb_outq_room(q, 4, 24))
+            return RLB_RELAY_MORE; /* the send completion brings us back */
+        int32_t id = from->inq_head;
+        struct rlb_seg *seg = &w->bufs.segs[id];
+        const char *p = rlb_buf_ptr(&w->bufs, id) + seg->off;
+        const char *data = p;
+        size_t dlen = seg->len, consumed = seg->len;
+        *progress = true;
+        if (kind == RLB_BODY_LENGTH) {
+            dlen = consumed = seg->len < *remaining ? seg->len : (size_t)*remaining;
+            *remaining -= dlen;
+            if (*remaining == 0)
+                result = RLB_RELAY_DONE;
+        } else if (kind == RLB_BODY_CHUNKED) {
+            int rc = rlb_chunked_decode(dec, p, seg->len, &consumed, &data, &dlen);
+            if (rc == RLB_CHUNKED_ERROR)
+                return RLB_RELAY_BAD;
+            if (rc != RLB_CHUNKED_DATA)
+                dlen = 0;
+            if (rc == RLB_CHUNKED_DONE)
+                result = RLB_RELAY_DONE;
+        }
+        if (dlen) {
+            if (rechunk)
+                rlb_http1_emit_chunk_header(q, dlen);
+            rlb_outq_push_buf(q, &w->bufs, id, data, dlen);
+            if (rechunk)
+                rlb_outq_push_static(q, "\r\n", 2);
+        }
+        rlb_conn_inq_consume(w, from, (uint32_t)consumed);
+    }
+    /* A close-delimited body ends with a clean close, never with a reset. */
+    if (kind == RLB_BODY_UNTIL_CLOSE && (from->flags & RLB_CF_EOF) && from->inq_head == RLB_BUF_NONE &&
+        !(from->flags & RLB_CF_ABORT))
+        result = RLB_RELAY_DONE;
+    if (result == RLB_RELAY_DONE && rechunk)
+        rlb_outq_push_static(q, "0\r\n\r\n", 5);
+    return result;
+}
+
 void rlb__proxy_resume_recv(struct rlb_worker *w, struct rlb_conn *c)
 {
     if (c->inq_bytes >= INQ_HIGH)

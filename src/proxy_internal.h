@@ -26,6 +26,8 @@ static inline void arm(struct rlb_worker *w, struct rlb_conn *c, uint32_t kind)
     rlb_timer_arm(&w->timers, w->conns, slot(w, c), kind);
 }
 
+enum { RLB_RELAY_BAD = -1, RLB_RELAY_MORE = 0, RLB_RELAY_DONE = 1 };
+
 /* proxy.c: shared by both sides */
 struct rlb_str rlb__proxy_via_line(const struct rlb_worker *w);
 struct rlb_txn *rlb__proxy_txn_get(struct rlb_worker *w);
@@ -38,6 +40,13 @@ void rlb__proxy_close_client_after_send(struct rlb_worker *w, struct rlb_conn *c
 void rlb__proxy_send_error(struct rlb_worker *w, struct rlb_conn *c, int status);
 int rlb__proxy_parse_head(struct rlb_worker *w, struct rlb_conn *c, bool request, void *msg, int method);
 void rlb__proxy_resume_recv(struct rlb_worker *w, struct rlb_conn *c);
+/* Moves body bytes framed as <kind> (enum rlb_body_kind) from <from>'s input
+ * into <q>, as they are or re-chunked, until the body ends, the input runs
+ * out or <q> is full. Sets *progress when anything moved. Returns
+ * RLB_RELAY_DONE (terminating chunk queued when re-chunking), RLB_RELAY_MORE,
+ * or RLB_RELAY_BAD for broken chunked framing. */
+int rlb__proxy_relay_body(struct rlb_worker *w, struct rlb_conn *from, struct rlb_outq *q, uint8_t kind, bool rechunk,
+                          uint64_t *remaining, struct rlb_chunked_decoder *dec, bool *progress);
 
 /* proxy_request.c: the client side */
 void rlb__proxy_client_process(struct rlb_worker *w, struct rlb_conn *c);

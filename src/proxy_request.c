@@ -212,42 +212,18 @@ static bool relay_request_body(struct rlb_worker *w, struct rlb_conn *c)
         rlb__proxy_send_error(w, c, 503);
         return false;
     }
-    bool done = false;
+    /* A chunked body is decoded and chunked again: only framing ringlb
+     * checked reaches the backend. */
     bool progress = false;
-    while (c->inq_head != RLB_BUF_NONE && !done) {
-        if (q->queued_bytes >= OUTQ_HIGH || !rlb_outq_room(q, 4, 24))
-            break;
-        int32_t id = c->inq_head;
-        struct rlb_seg *seg = &w->bufs.segs[id];
-        const char *p = rlb_buf_ptr(&w->bufs, id) + seg->off;
-        if (t->req_body == RLB_BODY_LENGTH) {
-            uint32_t n = seg->len < t->req_remaining ? seg->len : (uint32_t)t->req_remaining;
-            rlb_outq_push_buf(q, &w->bufs, id, p, n);
-            rlb_conn_inq_consume(w, c, n);
-            t->req_remaining -= n;
-            done = t->req_remaining == 0;
-        } else {
-            size_t consumed = 0, dlen = 0;
-            const char *data = NULL;
-            int rc = rlb_chunked_decode(&t->req_chunked, p, seg->len, &consumed, &data, &dlen);
-            if (rc == RLB_CHUNKED_ERROR) {
-                w->stats.parse_errors++;
-                rlb_log_debug("bad chunked request body: %s", t->req_chunked.error_reason);
-                rlb__proxy_send_error(w, c, 400);
-                return false;
-            }
-            if (rc == RLB_CHUNKED_DATA) {
-                rlb_http1_emit_chunk_header(q, dlen);
-                rlb_outq_push_buf(q, &w->bufs, id, data, dlen);
-                rlb_outq_push_static(q, "\r\n", 2);
-            } else if (rc == RLB_CHUNKED_DONE) {
-                rlb_outq_push_static(q, "0\r\n\r\n", 5);
-                done = true;
-            }
-            rlb_conn_inq_consume(w, c, (uint32_t)consumed);
-        }
-        progress = true;
+    int rc = rlb__proxy_relay_body(w, c, q, t->req_body, t->req_body == RLB_BODY_CHUNKED, &t->req_remaining,
+                                   &t->req_chunked, &progress);
+    if (rc == RLB_RELAY_BAD) {
+        w->stats.parse_errors++;
+        rlb_log_debug("bad chunked request body: %s", t->req_chunked.error_reason);
+        rlb__proxy_send_error(w, c, 400);
+        return false;
     }
+    bool done = rc == RLB_RELAY_DONE;
     if (progress) {
         arm(w, c, RLB_TIMER_BODY_IDLE);
         if (u->state == RLB_US_ACTIVE)

@@ -161,66 +161,26 @@ static bool relay_response_body(struct rlb_worker *w, struct rlb_conn *u, struct
 {
     struct rlb_txn *t = c->txn;
     struct rlb_outq *q = rlb_conn_outq(w, c);
-    bool rechunk = t->flags & RLB_TF_RECHUNK;
-    bool done = false, progress = false;
     if (!q) {
         rlb__proxy_close_client(w, c, true);
         return false;
     }
-    while (u->inq_head != RLB_BUF_NONE && !done) {
-        if (q->queued_bytes >= OUTQ_HIGH || !rlb_outq_room(q, 4, 24))
-            break;
-        int32_t id = u->inq_head;
-        struct rlb_seg *seg = &w->bufs.segs[id];
-        const char *p = rlb_buf_ptr(&w->bufs, id) + seg->off;
-        progress = true;
-        if (t->resp_body == RLB_BODY_LENGTH) {
-            uint32_t n = seg->len < t->resp_remaining ? seg->len : (uint32_t)t->resp_remaining;
-            rlb_outq_push_buf(q, &w->bufs, id, p, n);
-            rlb_conn_inq_consume(w, u, n);
-            t->resp_remaining -= n;
-            done = t->resp_remaining == 0;
-        } else if (t->resp_body == RLB_BODY_CHUNKED) {
-            size_t consumed = 0, dlen = 0;
-            const char *data = NULL;
-            int rc = rlb_chunked_decode(&t->resp_chunked, p, seg->len, &consumed, &data, &dlen);
-            if (rc == RLB_CHUNKED_ERROR) {
-                rlb_log_warn("invalid chunked response from %s: %s",
-                             w->cfg->pools[u->pool].backends[u->backend].addr.text, t->resp_chunked.error_reason);
-                /* Part of the response is already with the client: only a
-                 * reset tells it that the message is incomplete. */
-                rlb__proxy_close_client(w, c, true);
-                return false;
-            }
-            if (rc == RLB_CHUNKED_DATA) {
-                if (rechunk)
-                    rlb_http1_emit_chunk_header(q, dlen);
-                rlb_outq_push_buf(q, &w->bufs, id, data, dlen);
-                if (rechunk)
-                    rlb_outq_push_static(q, "\r\n", 2);
-            } else if (rc == RLB_CHUNKED_DONE) {
-                done = true;
-            }
-            rlb_conn_inq_consume(w, u, (uint32_t)consumed);
-        } else {
-            if (rechunk)
-                rlb_http1_emit_chunk_header(q, seg->len);
-            rlb_outq_push_buf(q, &w->bufs, id, p, seg->len);
-            if (rechunk)
-                rlb_outq_push_static(q, "\r\n", 2);
-            rlb_conn_inq_consume(w, u, seg->len);
-        }
+    bool progress = false;
+    int rc = rlb__proxy_relay_body(w, u, q, t->resp_body, (t->flags & RLB_TF_RECHUNK) != 0, &t->resp_remaining,
+                                   &t->resp_chunked, &progress);
+    if (rc == RLB_RELAY_BAD) {
+        rlb_log_warn("invalid chunked response from %s: %s", w->cfg->pools[u->pool].backends[u->backend].addr.text,
+                     t->resp_chunked.error_reason);
+        /* Part of the response is already with the client: only a reset
+         * tells it that the message is incomplete. */
+        rlb__proxy_close_client(w, c, true);
+        return false;
     }
-    if (!done && t->resp_body == RLB_BODY_UNTIL_CLOSE && (u->flags & RLB_CF_EOF) && u->inq_head == RLB_BUF_NONE &&
-        !(u->flags & RLB_CF_ABORT))
-        done = true;
-    if (done && rechunk)
-        rlb_outq_push_static(q, "0\r\n\r\n", 5);
     if (progress) {
         arm(w, u, RLB_TIMER_BODY_IDLE);
         rlb_conn_flush(w, c);
     }
-    return done;
+    return rc == RLB_RELAY_DONE;
 }
 
 /* Everything of the response has been queued to the client. */
