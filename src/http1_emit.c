@@ -38,13 +38,18 @@ static void push_printf(struct rlb_outq *q, const char *fmt, unsigned long long 
 }
 
 /* Worst case pieces: two per header that may be dropped or re-emitted (only
- * known names and hop-by-hop ones can be), plus the generated lines. */
+ * known names and hop-by-hop ones can be), two more for each X-Forwarded-For
+ * value joined into our list, plus the generated lines. */
 static bool has_room(const struct rlb_outq *q, const struct rlb_http_header *h, uint32_t n)
 {
-    uint32_t candidates = 0;
-    for (uint32_t i = 0; i < n; i++)
-        candidates += h[i].id != RLB_HDR_OTHER || (h[i].flags & RLB_HF_HOP);
-    return rlb_outq_room(q, 2 * candidates + 24, 160);
+    uint32_t pieces = 24;
+    for (uint32_t i = 0; i < n; i++) {
+        if (h[i].id != RLB_HDR_OTHER || (h[i].flags & RLB_HF_HOP))
+            pieces += 2;
+        if (h[i].id == RLB_HDR_X_FORWARDED_FOR)
+            pieces += 2;
+    }
+    return rlb_outq_room(q, pieces, 160);
 }
 
 /* A lone Content-Length of plain digits can be forwarded as it came: the

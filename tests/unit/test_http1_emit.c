@@ -117,6 +117,33 @@ Test(emit, xff_appended_to_every_existing_value)
                           "X-Forwarded-Proto: http\r\nVia: 1.1 ringlb\r\n\r\n");
 }
 
+/* Found by fuzz_emit: each X-Forwarded-For line costs a split of the kept run
+ * plus two pieces in our joined list; the room check must count all three or
+ * the queue overflows. Whatever fits is emitted whole, the rest refused. */
+Test(emit, many_interleaved_xff_lines_never_overflow_the_queue)
+{
+    for (int n = 1; n <= 40; n++) {
+        char text[4096];
+        int len = snprintf(text, sizeof(text), "GET / HTTP/1.1\r\nHost: a\r\n");
+        for (int i = 0; i < n; i++)
+            len += snprintf(text + len, sizeof(text) - (size_t)len, "X-Forwarded-For: 10.%d.0.1\r\nA%d: b\r\n", i, i);
+        snprintf(text + len, sizeof(text) - (size_t)len, "\r\n");
+        const char *head = receive(text);
+        struct rlb_http_request req = {.headers = hdrs, .max_headers_capacity = 64};
+        if (rlb_http1_parse_request(head, strlen(text), &limits, &req) <= 0)
+            break;
+        memset(&q, 0, sizeof(q));
+        struct rlb_req_emit opt = {.client_ip = {"10.0.0.7", 8}, .via_line = via, .proto = {"http", 4}};
+        if (rlb_http1_emit_request(&q, &bufs, 0, head, &req, &opt) != 0) {
+            cr_expect_geq(n, 10, "refused at only %d lines", n);
+            break;
+        }
+        char *out = gather();
+        cr_expect(strstr(out, "10.0.0.7\r\nX-Real-IP") != NULL);
+        rlb_outq_discard(&q, &bufs);
+    }
+}
+
 Test(emit, set_host_and_chunked_reframed)
 {
     struct rlb_route_cfg route = {.set_host = "backend.internal"};
