@@ -30,7 +30,7 @@ static uint64_t run_picks(struct rlb_lb_state *st, const uint64_t *exclude, uint
 {
     uint64_t acc = 0;
     for (uint64_t i = 0; i < iterations; i++)
-        acc += (uint64_t)rlb_lb_pick(st, exclude);
+        acc += (uint64_t)rlb_lb_pick(st, &(struct rlb_lb_pick_ctx){.exclude = exclude});
     return acc;
 }
 
@@ -62,7 +62,7 @@ static int check_distribution(struct rlb_lb_state *st, const struct rlb_pool_cfg
             total += pool->backends[i].weight;
     int ret = 0;
     for (int64_t k = 0; k < total; k++) {
-        int b = rlb_lb_pick(st, exclude);
+        int b = rlb_lb_pick(st, &(struct rlb_lb_pick_ctx){.exclude = exclude});
         if (b < 0 || (uint32_t)b >= n || rlb_lb_excluded(exclude, (uint32_t)b)) {
             ret = -1;
             break;
@@ -107,7 +107,7 @@ int main(int argc, char **argv)
         const uint64_t *variants[] = {NULL, exclude};
         for (size_t v = 0; v < RLB_ARRAY_SIZE(variants); v++) {
             struct rlb_lb_state st;
-            int ret = rlb_lb_init(&st, &pool);
+            int ret = rlb_lb_init(&st, &pool, NULL);
             if (ret < 0) {
                 fprintf(stderr, "lb_bench: rlb_lb_init: %s\n", strerror(-ret));
                 return 1;

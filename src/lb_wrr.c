@@ -1,35 +1,29 @@
 /* Smooth weighted round-robin, the algorithm nginx documents: each pick adds
  * every backend's weight to its current weight, takes the largest, and
  * subtracts the total from the winner. Weights 5,1,1 give a a b a c a a,
- * spreading the heavy backend instead of bursting it. */
+ * spreading the heavy backend instead of bursting it. Weights are the
+ * effective ones (st->be), so slow start and ejections need nothing more. */
 #include <ringlb/config-t.h>
 #include <ringlb/lb.h>
 
 #include <errno.h>
 #include <stdlib.h>
 
-static int wrr_init(struct rlb_lb_state *st, const struct rlb_pool_cfg *pool)
+static int wrr_init(struct rlb_lb_state *st)
 {
-    st->num_backends = pool->num_backends;
-    st->current = calloc(pool->num_backends ? pool->num_backends : 1, sizeof(*st->current));
-    if (!st->current)
-        return -ENOMEM;
-    st->total_weight = 0;
-    for (uint32_t i = 0; i < pool->num_backends; i++)
-        st->total_weight += pool->backends[i].weight;
-    return 0;
+    st->current = calloc(st->num_backends ? st->num_backends : 1, sizeof(*st->current));
+    return st->current ? 0 : -ENOMEM;
 }
 
-static int wrr_pick(struct rlb_lb_state *st, const uint64_t *exclude)
+static int wrr_pick(struct rlb_lb_state *st, const struct rlb_lb_pick_ctx *ctx)
 {
-    const struct rlb_backend_cfg *be = st->pool->backends;
     int best = -1;
     int64_t total = 0;
     for (uint32_t i = 0; i < st->num_backends; i++) {
-        if (rlb_lb_excluded(exclude, i))
+        if (!rlb_lb_eligible(st, ctx, i))
             continue;
-        st->current[i] += be[i].weight;
-        total += be[i].weight;
+        st->current[i] += st->be[i].weight;
+        total += st->be[i].weight;
         if (best < 0 || st->current[i] > st->current[best])
             best = (int)i;
     }

@@ -55,7 +55,8 @@ struct rlb_conn *rlb__proxy_acquire_upstream(struct rlb_worker *w, struct rlb_co
         uint64_t exclude[RLB_LB_MAX_EXCLUDE_WORDS] = {0};
         for (uint32_t i = 0; i < t->tries; i++)
             exclude[t->tried[i] / 64] |= 1ull << (t->tried[i] % 64);
-        int b = rlb_lb_pick(&ps->lb, exclude);
+        struct rlb_lb_pick_ctx ctx = {.exclude = exclude};
+        int b = rlb_lb_pick(&ps->lb, &ctx);
         if (b < 0)
             return NULL;
         t->tried[t->tries++] = b;

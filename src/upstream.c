@@ -18,7 +18,7 @@ int rlb_upstream_init(struct rlb_worker *w)
         return -ENOMEM;
     for (uint32_t p = 0; p < cfg->num_pools; p++) {
         struct rlb_pool_state *ps = &w->pools[p];
-        int rc = rlb_lb_init(&ps->lb, &cfg->pools[p]);
+        int rc = rlb_lb_init(&ps->lb, &cfg->pools[p], NULL);
         if (rc < 0)
             return rc;
         ps->backends = calloc(cfg->pools[p].num_backends, sizeof(*ps->backends));

@@ -12,7 +12,10 @@
 #define RLB_CONFIG_ERR_MAX 512
 
 enum rlb_balance {
-    RLB_BALANCE_WRR = 0, /* smooth weighted round-robin */
+    RLB_BALANCE_WRR = 0,   /* smooth weighted round-robin */
+    RLB_BALANCE_LEASTCONN, /* weighted least requests in flight on this worker, ties round-robin */
+    RLB_BALANCE_P2C,       /* power of two random choices, least in flight */
+    RLB_BALANCE_HASH,      /* Maglev consistent hashing on a key */
 };
 
 enum rlb_server_header_mode {
@@ -29,6 +32,34 @@ struct rlb_config_mark {
     uint32_t column;
 };
 
+enum rlb_hash_key {
+    RLB_HASH_KEY_CLIENT_IP = 0,
+    RLB_HASH_KEY_HEADER, /* value of the header named hash.name */
+    RLB_HASH_KEY_COOKIE, /* value of the cookie named hash.name */
+    RLB_HASH_KEY_URI,    /* the request target as sent */
+};
+
+struct rlb_hash_cfg {
+    enum rlb_hash_key key;
+    char *name;               /* header or cookie name */
+    uint32_t table_size;      /* prime, > 100 x backends; default 65537 */
+    uint32_t bounded_load;    /* percent of the average load a backend may carry (e.g. 125); 0: unbounded */
+    struct rlb_config_mark mark;
+};
+
+/* Active HTTP health check of every backend of a pool, run by one thread per process. */
+struct rlb_health_check_cfg {
+    bool enabled;
+    char *method;             /* default "GET" */
+    char *path;               /* default "/" */
+    char *host;               /* Host header; default the backend address */
+    uint16_t status_min, status_max; /* healthy statuses; default 200..399 */
+    uint32_t interval_ms;     /* default 2000 */
+    uint32_t timeout_ms;      /* default 1000 */
+    uint32_t rise, fall;      /* consecutive results to change state; default 2 and 3 */
+    struct rlb_config_mark mark;
+};
+
 struct rlb_sockaddr {
     struct sockaddr_storage ss;
     socklen_t len;
@@ -38,6 +69,7 @@ struct rlb_sockaddr {
 struct rlb_backend_cfg {
     struct rlb_sockaddr addr;
     uint32_t weight; /* 1..1000, default 1 */
+    char *zone;      /* NULL: no zone */
     struct rlb_config_mark mark, weight_mark;
 };
 
@@ -48,7 +80,35 @@ struct rlb_pool_cfg {
     uint32_t num_backends;
     uint32_t keepalive_max_idle;      /* idle upstream connections kept per backend per worker; 0 disables reuse */
     uint32_t keepalive_idle_timeout_ms;
-    struct rlb_config_mark mark, name_mark;
+    struct rlb_hash_cfg hash;         /* RLB_BALANCE_HASH only */
+    struct rlb_health_check_cfg check;
+    struct {                          /* what one worker does on its own when a backend fails it */
+        uint32_t eject_ms;            /* first ejection; doubles on each repeat; default 1000 */
+        uint32_t eject_max_ms;        /* default 30000 */
+        uint32_t consecutive_5xx;     /* outlier detection: eject after this many 5xx in a row; 0 off; default 0 */
+    } passive;
+    uint32_t slow_start_ms;           /* a backend back up ramps from 10% to full weight over this; 0 off */
+    struct {
+        uint32_t tries;               /* attempts per request, the first included; default 3 */
+        uint32_t budget_percent;      /* retries may add at most this share of requests; default 20 */
+        uint32_t budget_min;          /* retries per second allowed whatever the share; default 10 */
+        bool on_5xx;                  /* retry idempotent requests answered 502/503/504; default true */
+    } retry;
+    uint32_t *backups;                /* pool indexes, highest priority first */
+    uint32_t num_backups;
+    char **backup_names;              /* as written; validation resolves them into <backups> */
+    struct rlb_config_mark *backup_marks;
+    char *local_zone;                 /* prefer backends in this zone while any is healthy; NULL: none */
+    struct rlb_config_mark mark, name_mark, balance_mark;
+};
+
+/* A/B split: the route's traffic divided between pools by weight, each
+ * client kept on its variant by a cookie ringlb sets. */
+struct rlb_split_cfg {
+    uint32_t pool;
+    uint32_t weight; /* relative, e.g. 95 and 5 */
+    char *pool_name; /* as written */
+    struct rlb_config_mark mark;
 };
 
 struct rlb_route_cfg {
@@ -60,6 +120,9 @@ struct rlb_route_cfg {
     char *server_value;  /* for RLB_SERVER_REPLACE */
     bool hide_powered_by;
     char *pool_name;     /* as written; validation resolves it into <pool> (NULL: <pool> is already set) */
+    struct rlb_split_cfg *splits; /* when set, replaces <pool> */
+    uint32_t num_splits;
+    char *split_cookie;  /* cookie naming the variant; default "rlb_variant" */
     struct rlb_config_mark mark, path_mark, pool_mark, set_host_mark, server_mark, server_value_mark;
 };
 

@@ -18,7 +18,7 @@ static void sequence(const uint32_t *weights, uint32_t n, const char *expected)
     struct rlb_backend_cfg be[8];
     struct rlb_pool_cfg pool = make_pool(be, weights, n);
     struct rlb_lb_state st;
-    cr_assert_eq(rlb_lb_init(&st, &pool), 0);
+    cr_assert_eq(rlb_lb_init(&st, &pool, NULL), 0);
     size_t len = strlen(expected);
     char got[64] = "";
     for (size_t i = 0; i < len; i++) {
@@ -58,7 +58,7 @@ Test(lb_wrr, shares_match_weights_over_a_cycle)
     struct rlb_backend_cfg be[4];
     struct rlb_pool_cfg pool = make_pool(be, weights, 4);
     struct rlb_lb_state st;
-    rlb_lb_init(&st, &pool);
+    rlb_lb_init(&st, &pool, NULL);
     int counts[4] = {0};
     for (int i = 0; i < 20 * 100; i++)
         counts[rlb_lb_pick(&st, NULL)]++;
@@ -73,14 +73,14 @@ Test(lb_wrr, exclusion_skips_backends)
     struct rlb_backend_cfg be[3];
     struct rlb_pool_cfg pool = make_pool(be, weights, 3);
     struct rlb_lb_state st;
-    rlb_lb_init(&st, &pool);
+    rlb_lb_init(&st, &pool, NULL);
     uint64_t exclude[RLB_LB_MAX_EXCLUDE_WORDS] = {1}; /* backend 0 */
     for (int i = 0; i < 10; i++) {
-        int b = rlb_lb_pick(&st, exclude);
+        int b = rlb_lb_pick(&st, &(struct rlb_lb_pick_ctx){.exclude = exclude});
         cr_expect(b == 1 || b == 2);
     }
     exclude[0] = 7;
-    cr_expect_eq(rlb_lb_pick(&st, exclude), -1);
+    cr_expect_eq(rlb_lb_pick(&st, &(struct rlb_lb_pick_ctx){.exclude = exclude}), -1);
     rlb_lb_destroy(&st);
 }
 
