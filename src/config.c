@@ -3,6 +3,8 @@
  * picture (names, references, ordering) happens here so that all builders get the same rules. */
 #include <ringlb/api.h>
 #include <ringlb/config.h>
+#include <ringlb/lb.h>
+#include <ringlb/maglev.h>
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -220,6 +222,20 @@ static int set_defaults(struct rlb_config *cfg, struct rlb_listener_cfg *l, stru
         p->balance = RLB_BALANCE_WRR;
         p->keepalive_max_idle = 32;
         p->keepalive_idle_timeout_ms = 60000;
+        p->hash.key = RLB_HASH_KEY_CLIENT_IP;
+        p->check.status_min = 200;
+        p->check.status_max = 399;
+        p->check.interval_ms = 2000;
+        p->check.timeout_ms = 1000;
+        p->check.rise = 2;
+        p->check.fall = 3;
+        p->passive.eject_ms = 1000;
+        p->passive.eject_max_ms = 30000;
+        p->passive.consecutive_5xx = 0;
+        p->retry.tries = 3;
+        p->retry.budget_percent = 20;
+        p->retry.budget_min = 10;
+        p->retry.on_5xx = true;
     }
     if (b != NULL)
         b->weight = 1;
@@ -278,8 +294,21 @@ void rlb_config_free(struct rlb_config *cfg)
         free(cfg->listeners[i].name);
     free(cfg->listeners);
     for (uint32_t i = 0; cfg->pools != NULL && i < cfg->num_pools; i++) {
-        free(cfg->pools[i].name);
-        free(cfg->pools[i].backends);
+        struct rlb_pool_cfg *p = &cfg->pools[i];
+        free(p->name);
+        for (uint32_t j = 0; p->backends != NULL && j < p->num_backends; j++)
+            free(p->backends[j].zone);
+        free(p->backends);
+        free(p->hash.name);
+        free(p->check.method);
+        free(p->check.path);
+        free(p->check.host);
+        for (uint32_t j = 0; p->backup_names != NULL && j < p->num_backups; j++)
+            free(p->backup_names[j]);
+        free(p->backup_names);
+        free(p->backup_marks);
+        free(p->backups);
+        free(p->local_zone);
     }
     free(cfg->pools);
     for (uint32_t i = 0; cfg->vhosts != NULL && i < cfg->num_vhosts; i++) {
@@ -298,6 +327,10 @@ void rlb_config_free(struct rlb_config *cfg)
             free(r->set_host);
             free(r->server_value);
             free(r->pool_name);
+            for (uint32_t k = 0; r->splits != NULL && k < r->num_splits; k++)
+                free(r->splits[k].pool_name);
+            free(r->splits);
+            free(r->split_cookie);
         }
         free(v->routes);
     }
@@ -330,6 +363,43 @@ static int parse_oneline_backend(const struct rlb_config *cfg, const char *text,
                            "--backend \"%.100s\": expected a weight 1..%u after '@'", text, MAX_WEIGHT);
         b->weight = (uint32_t)w;
     }
+    return 0;
+}
+
+/* --balance rr | leastconn | p2c | hash[:client_ip | :uri | :header:NAME | :cookie:NAME] */
+static int parse_oneline_balance(const struct rlb_config *cfg, const char *text, struct rlb_pool_cfg *p, char *err,
+                                 size_t errlen)
+{
+    const struct rlb_config_mark none = {0};
+    char alg[32];
+    const char *colon = strchr(text, ':');
+    size_t len = colon != NULL ? (size_t)(colon - text) : strlen(text);
+    if (len >= sizeof(alg) || (memcpy(alg, text, len), alg[len] = '\0', rlb_lb_balance_from_name(alg, &p->balance)) != 0)
+        return fail_at(cfg, none, err, errlen,
+                       "--balance \"%.60s\": expected rr, leastconn, p2c or hash[:client_ip|uri|header:NAME|cookie:NAME]",
+                       text);
+    if (colon == NULL)
+        return 0;
+    const char *key = colon + 1;
+    if (p->balance != RLB_BALANCE_HASH)
+        return fail_at(cfg, none, err, errlen, "--balance \"%.60s\": only hash takes a key", text);
+    p->hash.mark = (struct rlb_config_mark){0, 0};
+    if (strcmp(key, "client_ip") == 0) {
+        p->hash.key = RLB_HASH_KEY_CLIENT_IP;
+    } else if (strcmp(key, "uri") == 0) {
+        p->hash.key = RLB_HASH_KEY_URI;
+    } else if (strncmp(key, "header:", 7) == 0 && key[7]) {
+        p->hash.key = RLB_HASH_KEY_HEADER;
+        p->hash.name = strdup(key + 7);
+    } else if (strncmp(key, "cookie:", 7) == 0 && key[7]) {
+        p->hash.key = RLB_HASH_KEY_COOKIE;
+        p->hash.name = strdup(key + 7);
+    } else {
+        return fail_at(cfg, none, err, errlen,
+                       "--balance \"%.60s\": expected a key client_ip, uri, header:NAME or cookie:NAME", text);
+    }
+    if ((p->hash.key == RLB_HASH_KEY_HEADER || p->hash.key == RLB_HASH_KEY_COOKIE) && p->hash.name == NULL)
+        return fail_at(cfg, none, err, errlen, "out of memory");
     return 0;
 }
 
@@ -372,6 +442,8 @@ struct rlb_config *rlb_config_from_oneline(const struct rlb_oneline_args *args, 
         if (parse_oneline_backend(cfg, b, &p->backends[i], err, errlen) != 0)
             goto fail;
     }
+    if (args->balance != NULL && parse_oneline_balance(cfg, args->balance, p, err, errlen) != 0)
+        goto fail;
 
     struct rlb_vhost_cfg *v = &cfg->vhosts[0];
     if ((v->hosts = calloc(1, sizeof(*v->hosts))) == NULL || (v->hosts[0] = strdup("*")) == NULL)
@@ -583,6 +655,93 @@ static int check_listeners(struct rlb_config *cfg, char *err, size_t errlen)
     return 0;
 }
 
+/* Maglev wants a prime table well above the backend count (100x keeps every
+ * backend's share within about 1% of its weight). */
+static int check_pool_balance(struct rlb_config *cfg, struct rlb_pool_cfg *p, char *err, size_t errlen)
+{
+    struct rlb_hash_cfg *h = &p->hash;
+    struct rlb_config_mark at = h->mark.line ? h->mark : p->mark;
+    if (p->balance != RLB_BALANCE_HASH) {
+        if (h->mark.line)
+            return fail_at(cfg, at, err, errlen, "hash settings need balance: hash (pool \"%s\" uses %s)", p->name,
+                           rlb_lb_balance_name(p->balance));
+        return 0;
+    }
+    uint64_t floor = 100ull * p->num_backends;
+    if (h->table_size == 0) {
+        h->table_size = RLB_MAGLEV_DEFAULT_SIZE;
+        if (h->table_size <= floor) {
+            uint32_t n = (uint32_t)floor + 1;
+            while (!rlb_maglev_is_prime(n))
+                n++;
+            h->table_size = n;
+        }
+    } else if (!rlb_maglev_is_prime(h->table_size) || h->table_size <= floor) {
+        return fail_at(cfg, at, err, errlen,
+                       "hash: table_size %u must be a prime above 100 x %u backends (e.g. 65537)", h->table_size,
+                       p->num_backends);
+    }
+    if (h->name != NULL && (h->key == RLB_HASH_KEY_HEADER ? !valid_name(h->name) : !is_token(h->name)))
+        return fail_at(cfg, at, err, errlen, "hash: \"%.60s\" is not a valid %s name", h->name,
+                       h->key == RLB_HASH_KEY_HEADER ? "header" : "cookie");
+    return 0;
+}
+
+static int check_pool_health(struct rlb_config *cfg, struct rlb_pool_cfg *p, char *err, size_t errlen)
+{
+    struct rlb_health_check_cfg *c = &p->check;
+    if (p->passive.eject_max_ms < p->passive.eject_ms)
+        return fail_at(cfg, p->mark, err, errlen, "passive: eject_max (%u ms) is below eject (%u ms)",
+                       p->passive.eject_max_ms, p->passive.eject_ms);
+    if (p->retry.tries > RLB_RETRY_MAX_TRIES)
+        return fail_at(cfg, p->mark, err, errlen, "retry: tries %u is above %u", p->retry.tries, RLB_RETRY_MAX_TRIES);
+    if (!c->enabled)
+        return 0;
+    if ((c->method == NULL && (c->method = strdup("GET")) == NULL) ||
+        (c->path == NULL && (c->path = strdup("/")) == NULL))
+        return fail_at(cfg, c->mark, err, errlen, "out of memory");
+    if (!is_token(c->method))
+        return fail_at(cfg, c->mark, err, errlen, "health_check: method \"%.60s\" is not a valid token", c->method);
+    if (c->path[0] != '/' || !is_visible(c->path, false))
+        return fail_at(cfg, c->mark, err, errlen,
+                       "health_check: expected a path starting with \"/\" (no spaces), got \"%.60s\"", c->path);
+    if (c->host != NULL && !valid_host(c->host))
+        return fail_at(cfg, c->mark, err, errlen, "health_check: host \"%.60s\" is not a valid host name", c->host);
+    if (c->timeout_ms > c->interval_ms)
+        return fail_at(cfg, c->mark, err, errlen, "health_check: timeout (%u ms) is longer than interval (%u ms)",
+                       c->timeout_ms, c->interval_ms);
+    return 0;
+}
+
+/* Backup pools by name, in priority order; a pool is never its own backup. */
+static int check_pool_tiers(struct rlb_config *cfg, uint32_t index, char *err, size_t errlen)
+{
+    struct rlb_pool_cfg *p = &cfg->pools[index];
+    for (uint32_t i = 0; p->backup_names != NULL && i < p->num_backups; i++) {
+        struct rlb_config_mark at = p->backup_marks != NULL ? p->backup_marks[i] : p->mark;
+        uint32_t k = 0;
+        while (k < cfg->num_pools && strcmp(cfg->pools[k].name, p->backup_names[i]) != 0)
+            k++;
+        if (k == cfg->num_pools)
+            return fail_at(cfg, at, err, errlen, "backup pool \"%.60s\" is not defined", p->backup_names[i]);
+        if (k == index)
+            return fail_at(cfg, at, err, errlen, "pool \"%s\" cannot be its own backup", p->name);
+        for (uint32_t j = 0; j < i; j++)
+            if (p->backups[j] == k)
+                return fail_at(cfg, at, err, errlen, "backup pool \"%s\" is listed twice", p->backup_names[i]);
+        p->backups[i] = k;
+    }
+    if (p->local_zone != NULL) {
+        uint32_t j = 0;
+        while (j < p->num_backends && (p->backends[j].zone == NULL || strcmp(p->backends[j].zone, p->local_zone) != 0))
+            j++;
+        if (j == p->num_backends)
+            return fail_at(cfg, p->mark, err, errlen, "local_zone \"%.60s\" matches no backend of pool \"%s\"",
+                           p->local_zone, p->name);
+    }
+    return 0;
+}
+
 static int check_pools(struct rlb_config *cfg, char *err, size_t errlen)
 {
     if (cfg->num_pools == 0)
@@ -602,6 +761,12 @@ static int check_pools(struct rlb_config *cfg, char *err, size_t errlen)
                 return fail_at(cfg, b->weight_mark.line ? b->weight_mark : b->mark, err, errlen,
                                "weight %u is out of range (expected 1..%u)", b->weight, MAX_WEIGHT);
         }
+        if (p->num_backends > RLB_LB_MAX_BACKENDS)
+            return fail_at(cfg, p->mark, err, errlen, "pool \"%s\" has %u backends (at most %u)", p->name,
+                           p->num_backends, RLB_LB_MAX_BACKENDS);
+        if (check_pool_balance(cfg, p, err, errlen) != 0 || check_pool_health(cfg, p, err, errlen) != 0 ||
+            check_pool_tiers(cfg, i, err, errlen) != 0)
+            return -1;
     }
     return 0;
 }
@@ -614,6 +779,28 @@ static int check_route(struct rlb_config *cfg, struct rlb_route_cfg *r, char *er
                        "expected a path prefix starting with \"/\" (no spaces or control characters), got \"%.60s\"",
                        path != NULL ? path : "");
     r->path_prefix_len = (uint32_t)strlen(path);
+    for (uint32_t i = 0; r->splits != NULL && i < r->num_splits; i++) {
+        struct rlb_split_cfg *sp = &r->splits[i];
+        uint32_t k = 0;
+        while (k < cfg->num_pools && strcmp(cfg->pools[k].name, sp->pool_name) != 0)
+            k++;
+        if (k == cfg->num_pools)
+            return fail_at(cfg, sp->mark, err, errlen, "pool \"%.60s\" is not defined", sp->pool_name);
+        for (uint32_t j = 0; j < i; j++)
+            if (r->splits[j].pool == k)
+                return fail_at(cfg, sp->mark, err, errlen, "pool \"%.60s\" appears twice in the split", sp->pool_name);
+        sp->pool = k;
+    }
+    if (r->splits != NULL) {
+        r->pool = r->splits[0].pool;
+        if (r->split_cookie == NULL && (r->split_cookie = strdup("rlb_variant")) == NULL)
+            return fail_at(cfg, r->mark, err, errlen, "out of memory");
+        if (!is_token(r->split_cookie))
+            return fail_at(cfg, r->mark, err, errlen, "split_cookie: \"%.60s\" is not a valid cookie name",
+                           r->split_cookie);
+    } else if (r->split_cookie != NULL) {
+        return fail_at(cfg, r->mark, err, errlen, "split_cookie is only used with split");
+    }
     if (r->pool_name != NULL) {
         uint32_t k = 0;
         while (k < cfg->num_pools && strcmp(cfg->pools[k].name, r->pool_name) != 0)

@@ -3,6 +3,7 @@
  * "FILE:LINE:COLUMN: " so that an editor can jump to it; libyaml counts from 0, people count from 1. */
 #include <ringlb/api.h>
 #include <ringlb/config.h>
+#include <ringlb/lb.h>
 
 #include <errno.h>
 #include <stdarg.h>
@@ -417,8 +418,11 @@ static int parse_backend(struct parser *p, const yaml_node_t *n, struct rlb_back
     b->mark = mark_of(n);
     const yaml_node_t *addr = n;
     if (n->type == YAML_MAPPING_NODE) {
-        static const char *const keys[] = {"address", "weight"};
+        static const char *const keys[] = {"address", "weight", "zone"};
         if (check_keys(p, n, "backend", keys, RLB_ARRAY_SIZE(keys)) != 0)
+            return -1;
+        yaml_node_t *z = get(p, n, "zone");
+        if (z != NULL && get_string(p, z, &b->zone) != 0)
             return -1;
         if ((addr = require(p, n, "address", "backend")) == NULL)
             return -1;
@@ -442,9 +446,146 @@ static int parse_backend(struct parser *p, const yaml_node_t *n, struct rlb_back
     return 0;
 }
 
+/* hash: {key: client_ip | uri | header | cookie, name: NAME, table_size: PRIME, bounded_load: 1.25} */
+static int parse_hash(struct parser *p, const yaml_node_t *map, struct rlb_hash_cfg *h)
+{
+    static const char *const keys[] = {"key", "name", "table_size", "bounded_load"};
+    if (check_keys(p, map, "hash", keys, RLB_ARRAY_SIZE(keys)) != 0)
+        return -1;
+    h->mark = mark_of(map);
+    yaml_node_t *v;
+    if ((v = get(p, map, "key")) != NULL) {
+        const char *s = scalar(p, v);
+        if (s == NULL)
+            return -1;
+        if (strcmp(s, "client_ip") == 0)
+            h->key = RLB_HASH_KEY_CLIENT_IP;
+        else if (strcmp(s, "uri") == 0)
+            h->key = RLB_HASH_KEY_URI;
+        else if (strcmp(s, "header") == 0)
+            h->key = RLB_HASH_KEY_HEADER;
+        else if (strcmp(s, "cookie") == 0)
+            h->key = RLB_HASH_KEY_COOKIE;
+        else
+            return fail(p, v, "expected client_ip, uri, header or cookie, got %s", DESCRIBE(v));
+    }
+    if ((v = get(p, map, "name")) != NULL && get_string(p, v, &h->name) != 0)
+        return -1;
+    if ((h->key == RLB_HASH_KEY_HEADER || h->key == RLB_HASH_KEY_COOKIE) && h->name == NULL)
+        return fail(p, map, "hash: key %s needs a name", h->key == RLB_HASH_KEY_HEADER ? "header" : "cookie");
+    if ((v = get(p, map, "table_size")) != NULL && get_u32(p, v, 3, 65521 * 16 + 1, &h->table_size) != 0)
+        return -1;
+    if ((v = get(p, map, "bounded_load")) != NULL) {
+        const char *s = scalar(p, v);
+        char *end;
+        if (s == NULL)
+            return -1;
+        double f = strtod(s, &end);
+        if (end == s || *end != '\0' || !(f >= 1.0 && f <= 100.0))
+            return fail(p, v, "expected a load factor from 1.0 to 100 (e.g. 1.25), got %s", DESCRIBE(v));
+        h->bounded_load = (uint32_t)(f * 100.0 + 0.5);
+    }
+    return 0;
+}
+
+/* health_check: {path, method, host, status: "200-399", interval, timeout, rise, fall} */
+static int parse_health_check(struct parser *p, const yaml_node_t *map, struct rlb_health_check_cfg *c)
+{
+    static const char *const keys[] = {"path", "method", "host", "status", "interval", "timeout", "rise", "fall"};
+    if (check_keys(p, map, "health_check", keys, RLB_ARRAY_SIZE(keys)) != 0)
+        return -1;
+    c->enabled = true;
+    c->mark = mark_of(map);
+    yaml_node_t *v;
+    if ((v = get(p, map, "path")) != NULL && get_string(p, v, &c->path) != 0)
+        return -1;
+    if ((v = get(p, map, "method")) != NULL && get_string(p, v, &c->method) != 0)
+        return -1;
+    if ((v = get(p, map, "host")) != NULL && get_string(p, v, &c->host) != 0)
+        return -1;
+    if ((v = get(p, map, "status")) != NULL) {
+        const char *s = scalar(p, v);
+        unsigned lo, hi;
+        int used = 0;
+        if (s == NULL)
+            return -1;
+        if (sscanf(s, "%u-%u%n", &lo, &hi, &used) == 2 && s[used] == '\0') {
+        } else if (sscanf(s, "%u%n", &lo, &used) == 1 && s[used] == '\0') {
+            hi = lo;
+        } else {
+            return fail(p, v, "expected a status or a range like 200-399, got %s", DESCRIBE(v));
+        }
+        if (lo < 100 || hi > 599 || lo > hi)
+            return fail(p, v, "expected statuses within 100-599, low to high, got %s", DESCRIBE(v));
+        c->status_min = (uint16_t)lo;
+        c->status_max = (uint16_t)hi;
+    }
+    if ((v = get(p, map, "interval")) != NULL && get_duration(p, v, 10, &c->interval_ms) != 0)
+        return -1;
+    if ((v = get(p, map, "timeout")) != NULL && get_duration(p, v, 1, &c->timeout_ms) != 0)
+        return -1;
+    if ((v = get(p, map, "rise")) != NULL && get_u32(p, v, 1, 100, &c->rise) != 0)
+        return -1;
+    if ((v = get(p, map, "fall")) != NULL && get_u32(p, v, 1, 100, &c->fall) != 0)
+        return -1;
+    return 0;
+}
+
+static int parse_passive(struct parser *p, const yaml_node_t *map, struct rlb_pool_cfg *pool)
+{
+    static const char *const keys[] = {"eject", "eject_max", "consecutive_5xx"};
+    if (check_keys(p, map, "passive", keys, RLB_ARRAY_SIZE(keys)) != 0)
+        return -1;
+    yaml_node_t *v;
+    if ((v = get(p, map, "eject")) != NULL && get_duration(p, v, 1, &pool->passive.eject_ms) != 0)
+        return -1;
+    if ((v = get(p, map, "eject_max")) != NULL && get_duration(p, v, 1, &pool->passive.eject_max_ms) != 0)
+        return -1;
+    if ((v = get(p, map, "consecutive_5xx")) != NULL && get_u32(p, v, 0, 1000, &pool->passive.consecutive_5xx) != 0)
+        return -1;
+    return 0;
+}
+
+static int parse_retry(struct parser *p, const yaml_node_t *map, struct rlb_pool_cfg *pool)
+{
+    static const char *const keys[] = {"tries", "budget_percent", "budget_min", "on_5xx"};
+    if (check_keys(p, map, "retry", keys, RLB_ARRAY_SIZE(keys)) != 0)
+        return -1;
+    yaml_node_t *v;
+    if ((v = get(p, map, "tries")) != NULL && get_u32(p, v, 1, 16, &pool->retry.tries) != 0)
+        return -1;
+    if ((v = get(p, map, "budget_percent")) != NULL && get_u32(p, v, 0, 1000, &pool->retry.budget_percent) != 0)
+        return -1;
+    if ((v = get(p, map, "budget_min")) != NULL && get_u32(p, v, 0, 1000000, &pool->retry.budget_min) != 0)
+        return -1;
+    if ((v = get(p, map, "on_5xx")) != NULL && get_bool(p, v, &pool->retry.on_5xx) != 0)
+        return -1;
+    return 0;
+}
+
+static int parse_backups(struct parser *p, yaml_node_t *list, struct rlb_pool_cfg *pool)
+{
+    uint32_t n;
+    if (list_len(p, list, "pool name", &n) != 0)
+        return -1;
+    if ((pool->backup_names = calloc(n + 1, sizeof(*pool->backup_names))) == NULL ||
+        (pool->backup_marks = calloc(n + 1, sizeof(*pool->backup_marks))) == NULL ||
+        (pool->backups = calloc(n + 1, sizeof(*pool->backups))) == NULL)
+        return out_of_memory(p, list);
+    pool->num_backups = n;
+    for (uint32_t i = 0; i < n; i++) {
+        yaml_node_t *item = list_item(p, list, i);
+        pool->backup_marks[i] = mark_of(item);
+        if (get_string(p, item, &pool->backup_names[i]) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 static int parse_pool(struct parser *p, const yaml_node_t *map, struct rlb_pool_cfg *pool)
 {
-    static const char *const keys[] = {"name", "balance", "keepalive", "backends"};
+    static const char *const keys[] = {"name",  "balance", "hash",   "keepalive",  "health_check", "passive",
+                                       "slow_start", "retry", "backup", "local_zone", "backends"};
     if (check_keys(p, map, "pool", keys, RLB_ARRAY_SIZE(keys)) != 0)
         return -1;
     pool->mark = mark_of(map);
@@ -458,10 +599,25 @@ static int parse_pool(struct parser *p, const yaml_node_t *map, struct rlb_pool_
         const char *s = scalar(p, v);
         if (s == NULL)
             return -1;
-        if (strcmp(s, "round_robin") != 0)
-            return fail(p, v, "expected a balance algorithm (round_robin), got %s", DESCRIBE(v));
-        pool->balance = RLB_BALANCE_WRR;
+        pool->balance_mark = mark_of(v);
+        if (rlb_lb_balance_from_name(s, &pool->balance) != 0)
+            return fail(p, v, "expected a balance algorithm (round_robin, least_conn, p2c or hash), got %s",
+                        DESCRIBE(v));
     }
+    if ((v = get(p, map, "hash")) != NULL && parse_hash(p, v, &pool->hash) != 0)
+        return -1;
+    if ((v = get(p, map, "health_check")) != NULL && parse_health_check(p, v, &pool->check) != 0)
+        return -1;
+    if ((v = get(p, map, "passive")) != NULL && parse_passive(p, v, pool) != 0)
+        return -1;
+    if ((v = get(p, map, "slow_start")) != NULL && get_duration(p, v, 0, &pool->slow_start_ms) != 0)
+        return -1;
+    if ((v = get(p, map, "retry")) != NULL && parse_retry(p, v, pool) != 0)
+        return -1;
+    if ((v = get(p, map, "backup")) != NULL && parse_backups(p, v, pool) != 0)
+        return -1;
+    if ((v = get(p, map, "local_zone")) != NULL && get_string(p, v, &pool->local_zone) != 0)
+        return -1;
     if ((v = get(p, map, "keepalive")) != NULL) {
         static const char *const ka_keys[] = {"max_idle", "idle_timeout"};
         if (check_keys(p, v, "keepalive", ka_keys, RLB_ARRAY_SIZE(ka_keys)) != 0)
@@ -486,9 +642,37 @@ static int parse_pool(struct parser *p, const yaml_node_t *map, struct rlb_pool_
     return 0;
 }
 
+/* split: [{pool: shop-a, weight: 95}, {pool: shop-b, weight: 5}] */
+static int parse_split(struct parser *p, const yaml_node_t *seq, struct rlb_route_cfg *r)
+{
+    if (expect_type(p, seq, YAML_SEQUENCE_NODE) != 0)
+        return -1;
+    uint32_t n = seq_len(seq);
+    if (n < 2)
+        return fail(p, seq, "a split needs at least two variants");
+    if ((r->splits = calloc(n, sizeof(*r->splits))) == NULL)
+        return out_of_memory(p, seq);
+    r->num_splits = n;
+    r->pool_mark = mark_of(seq);
+    for (uint32_t i = 0; i < n; i++) {
+        static const char *const keys[] = {"pool", "weight"};
+        yaml_node_t *item = seq_item(p, seq, i), *v;
+        if (check_keys(p, item, "split variant", keys, RLB_ARRAY_SIZE(keys)) != 0)
+            return -1;
+        struct rlb_split_cfg *sp = &r->splits[i];
+        sp->mark = mark_of(item);
+        if ((v = require(p, item, "pool", "split variant")) == NULL || get_string(p, v, &sp->pool_name) != 0)
+            return -1;
+        if ((v = require(p, item, "weight", "split variant")) == NULL || get_u32(p, v, 1, 1000000, &sp->weight) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 static int parse_route(struct parser *p, const yaml_node_t *map, struct rlb_route_cfg *r)
 {
-    static const char *const keys[] = {"path", "pool", "set_host", "server_header", "server_value", "hide_powered_by"};
+    static const char *const keys[] = {"path",         "pool",         "split",          "split_cookie",
+                                       "set_host",     "server_header", "server_value", "hide_powered_by"};
     if (check_keys(p, map, "route", keys, RLB_ARRAY_SIZE(keys)) != 0)
         return -1;
     r->mark = mark_of(map);
@@ -498,10 +682,19 @@ static int parse_route(struct parser *p, const yaml_node_t *map, struct rlb_rout
     r->path_mark = mark_of(v);
     if (get_string(p, v, &r->path_prefix) != 0)
         return -1;
-    if ((v = require(p, map, "pool", "route")) == NULL)
+    yaml_node_t *split = get(p, map, "split");
+    if ((v = get(p, map, "pool")) != NULL) {
+        if (split != NULL)
+            return fail(p, split, "a route takes either pool or split, not both");
+        r->pool_mark = mark_of(v);
+        if (get_string(p, v, &r->pool_name) != 0)
+            return -1;
+    } else if (split == NULL) {
+        return fail(p, map, "missing required key \"pool\" in route (or split)");
+    } else if (parse_split(p, split, r) != 0) {
         return -1;
-    r->pool_mark = mark_of(v);
-    if (get_string(p, v, &r->pool_name) != 0)
+    }
+    if ((v = get(p, map, "split_cookie")) != NULL && get_string(p, v, &r->split_cookie) != 0)
         return -1;
     if ((v = get(p, map, "set_host")) != NULL) {
         r->set_host_mark = mark_of(v);

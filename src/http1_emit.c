@@ -190,7 +190,7 @@ int rlb_http1_emit_request(struct rlb_outq *q, struct rlb_bufs *b, int32_t bid, 
 int rlb_http1_emit_response(struct rlb_outq *q, struct rlb_bufs *b, int32_t bid, const char *head,
                             const struct rlb_http_response *resp, const struct rlb_resp_emit *opt)
 {
-    if (!has_room(q, resp->headers, resp->num_headers))
+    if (!has_room(q, resp->headers, resp->num_headers) || !rlb_outq_room(q, 0, 160 + opt->extra_line.len))
         return -1;
     struct runs r = {q, b, bid, head, 0};
     const struct rlb_route_cfg *rt = opt->route;
@@ -250,6 +250,8 @@ int rlb_http1_emit_response(struct rlb_outq *q, struct rlb_bufs *b, int32_t bid,
         else if (opt->client_keepalive10)
             LIT(q, "Connection: keep-alive\r\n");
     }
+    if (opt->extra_line.len)
+        rlb_outq_push_copy(q, opt->extra_line.ptr, opt->extra_line.len);
     rlb_outq_push_static(q, opt->via_line.ptr, opt->via_line.len);
     LIT(q, "\r\n");
     return 0;

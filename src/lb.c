@@ -16,8 +16,8 @@ static const struct {
     {"least_conn", RLB_BALANCE_LEASTCONN, &rlb_lb_leastconn_ops},
     {"leastconn", RLB_BALANCE_LEASTCONN, &rlb_lb_leastconn_ops},
     {"p2c", RLB_BALANCE_P2C, &rlb_lb_p2c_ops},
-    /* HASH-PENDING {"hash", RLB_BALANCE_HASH, &rlb_lb_hash_ops}, */
-    /* HASH-PENDING {"maglev", RLB_BALANCE_HASH, &rlb_lb_hash_ops}, */
+    {"hash", RLB_BALANCE_HASH, &rlb_lb_hash_ops},
+    {"maglev", RLB_BALANCE_HASH, &rlb_lb_hash_ops},
 };
 
 const struct rlb_lb_ops *rlb_lb_ops_for(enum rlb_balance balance)

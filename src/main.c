@@ -31,6 +31,8 @@ static void usage(FILE *out)
             "  -l, --listen ADDR     listen address, e.g. 127.0.0.1:8080, [::]:8080, *:80\n"
             "  -b, --backend ADDR    backend address; ADDR@WEIGHT sets a weight (repeatable)\n"
             "  -w, --workers N       worker threads (default: one per CPU)\n"
+            "      --balance ALG     rr (default), leastconn, p2c, or hash[:KEY] with KEY one of client_ip\n"
+            "                        (default), uri, header:NAME, cookie:NAME (Maglev consistent hashing)\n"
             "      --zerocopy-min SIZE  send-zero-copy for sends of at least SIZE (e.g. 64k; default: never)\n"
             "  -v, --verbose         debug logging\n"
             "  -q, --quiet           errors and warnings only\n"
@@ -72,7 +74,7 @@ int main(int argc, char **argv)
         {"listen", required_argument, NULL, 'l'}, {"backend", required_argument, NULL, 'b'},
         {"workers", required_argument, NULL, 'w'}, {"demo", no_argument, NULL, 'D'},
         {"verbose", no_argument, NULL, 'v'},      {"quiet", no_argument, NULL, 'q'},
-        {"zerocopy-min", required_argument, NULL, 'Z'},
+        {"zerocopy-min", required_argument, NULL, 'Z'}, {"balance", required_argument, NULL, 'B'},
         {"help", no_argument, NULL, 'h'},         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
@@ -115,6 +117,9 @@ int main(int argc, char **argv)
         case 'D':
             demo = true;
             break;
+        case 'B':
+            one.balance = optarg;
+            break;
         case 'Z':
             if (rlb_size_parse(optarg, &zerocopy_min) != 0 || zerocopy_min > UINT32_MAX) {
                 fprintf(stderr, "ringlb: --zerocopy-min expects a size like 64k, got \"%s\"\n", optarg);
@@ -144,8 +149,8 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (config_path && (one.listen || one.num_backends || demo || zerocopy_set)) {
-        fprintf(stderr, "ringlb: -c cannot be combined with --listen/--backend/--demo/--zerocopy-min\n");
+    if (config_path && (one.listen || one.num_backends || demo || zerocopy_set || one.balance)) {
+        fprintf(stderr, "ringlb: -c cannot be combined with --listen/--backend/--demo/--zerocopy-min/--balance\n");
         return 2;
     }
 

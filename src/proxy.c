@@ -84,6 +84,9 @@ void rlb__proxy_unlink_pair(struct rlb_worker *w, struct rlb_conn *c)
     if (p)
         p->peer = RLB_SLOT_NONE;
     c->peer = RLB_SLOT_NONE;
+    struct rlb_conn *u = c->kind == RLB_CONN_UPSTREAM ? c : p;
+    if (u && u->kind == RLB_CONN_UPSTREAM)
+        rlb_upstream_done(w, u);
 }
 
 void rlb__proxy_close_upstream(struct rlb_worker *w, struct rlb_conn *u, bool abort)
@@ -355,6 +358,7 @@ void rlb_proxy_connected(struct rlb_worker *w, struct rlb_conn *u, int res)
     }
     const struct rlb_backend_cfg *be = &w->cfg->pools[u->pool].backends[u->backend];
     w->stats.upstream_connect_failures++;
+    rlb_upstream_report(w, u->pool, u->backend, RLB_UPSTREAM_FAILED);
     /* A cancelled connect is one our connect timer gave up on. */
     rlb_log_warn("connect to %s: %s", be->addr.text, res == -ECANCELED ? "timed out" : strerror(-res));
     if (!c) {
@@ -373,7 +377,7 @@ void rlb_proxy_connected(struct rlb_worker *w, struct rlb_conn *u, int res)
             rlb_outq_discard(q, &w->bufs);
             rlb_outq_put(&w->outqs, q);
         }
-        rlb__proxy_send_error(w, c, t->connect_failures == t->tries ? 503 : 502);
+        rlb__proxy_send_error(w, c, t->connect_failures == t->attempts ? 503 : 502);
         return;
     }
     w->stats.upstream_retries++;
@@ -415,14 +419,9 @@ void rlb_proxy_timeout(struct rlb_worker *w, struct rlb_conn *c, enum rlb_timer_
          * refused one: the request moves to the next backend. */
         rlb_conn_cancel_connect(w, c);
         break;
-    case RLB_TIMER_UPSTREAM_RESPONSE: {
-        struct rlb_conn *client = rlb_conn_peer(w, c);
-        if (client)
-            rlb__proxy_send_error(w, client, 504);
-        else
-            rlb__proxy_close_upstream(w, c, true);
+    case RLB_TIMER_UPSTREAM_RESPONSE:
+        rlb__proxy_upstream_failed(w, c, 504);
         break;
-    }
     case RLB_TIMER_POOL_IDLE:
         rlb__proxy_close_upstream(w, c, false);
         break;

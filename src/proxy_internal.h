@@ -54,7 +54,9 @@ struct rlb_conn *rlb__proxy_acquire_upstream(struct rlb_worker *w, struct rlb_co
 int rlb__proxy_emit_request(struct rlb_worker *w, struct rlb_conn *c, struct rlb_conn *u, int32_t bid,
                             const char *head, const struct rlb_http_request *req);
 void rlb__proxy_start_upstream_io(struct rlb_worker *w, struct rlb_conn *u);
-bool rlb__proxy_replay_request(struct rlb_worker *w, struct rlb_conn *c, struct rlb_conn *u);
+/* Sends the kept request head again: to the same backend on a fresh
+ * connection, or <elsewhere> to the next backend the balancer offers. */
+bool rlb__proxy_replay_request(struct rlb_worker *w, struct rlb_conn *c, struct rlb_conn *u, bool elsewhere);
 
 /* proxy_response.c: the upstream side */
 void rlb__proxy_upstream_process(struct rlb_worker *w, struct rlb_conn *u);

@@ -8,7 +8,10 @@
 #include <ringlb/proxy.h>
 #include <ringlb/route.h>
 #include <ringlb/timer.h>
+#include <ringlb/str.h>
 #include <ringlb/upstream.h>
+
+#include <xxhash.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -45,21 +48,29 @@ static void fill_client_ip(struct rlb_conn *c)
 }
 
 /* Picks a backend this request has not tried and gets a connection to it:
- * an idle pooled one when there is one, else a new connect. */
+ * an idle pooled one when there is one, else a new connect. When the pool
+ * has nobody left to try, the request moves down the failover tiers. */
 struct rlb_conn *rlb__proxy_acquire_upstream(struct rlb_worker *w, struct rlb_conn *c, struct rlb_txn *t)
 {
-    struct rlb_pool_state *ps = &w->pools[t->pool];
-    uint32_t n = ps->lb.num_backends;
-    uint32_t max_tries = n < RLB_TXN_MAX_TRIES ? n : RLB_TXN_MAX_TRIES;
-    while (t->tries < max_tries) {
+    uint32_t max_tries = w->cfg->pools[t->route->pool].retry.tries;
+    while (t->attempts < max_tries) {
+        struct rlb_pool_state *ps = &w->pools[t->pool];
         uint64_t exclude[RLB_LB_MAX_EXCLUDE_WORDS] = {0};
         for (uint32_t i = 0; i < t->tries; i++)
             exclude[t->tried[i] / 64] |= 1ull << (t->tried[i] % 64);
-        struct rlb_lb_pick_ctx ctx = {.exclude = exclude};
-        int b = rlb_lb_pick(&ps->lb, &ctx);
-        if (b < 0)
-            return NULL;
+        struct rlb_lb_pick_ctx ctx = {.exclude = exclude, .hash = t->hash};
+        int b = t->tries < RLB_TXN_MAX_TRIES ? rlb_lb_pick(&ps->lb, &ctx) : -1;
+        if (b < 0) {
+            uint32_t next = rlb_upstream_tier(w, t->route_pool, t->pool);
+            if (next == UINT32_MAX)
+                return NULL;
+            t->pool = next;
+            t->tries = 0;
+            w->stats.failovers++;
+            continue;
+        }
         t->tried[t->tries++] = b;
+        t->attempts++;
         t->backend = b;
         struct rlb_conn *u = rlb_upstream_take_idle(w, t->pool, (uint32_t)b);
         if (u) {
@@ -74,9 +85,50 @@ struct rlb_conn *rlb__proxy_acquire_upstream(struct rlb_worker *w, struct rlb_co
         }
         u->peer = slot(w, c);
         c->peer = slot(w, u);
+        rlb_upstream_busy(w, u);
         return u;
     }
     return NULL;
+}
+
+/* The key a hash pool balances on; a request without the configured header
+ * or cookie falls back to its client address, so it still sticks somewhere. */
+static uint64_t request_hash(const struct rlb_pool_cfg *pool, const struct rlb_conn *c,
+                             const struct rlb_http_request *req)
+{
+    const struct rlb_hash_cfg *h = &pool->hash;
+    struct rlb_str key = {c->ip, c->ip_len};
+    if (h->key == RLB_HASH_KEY_URI) {
+        key = req->target;
+    } else if (h->key == RLB_HASH_KEY_HEADER) {
+        size_t len = strlen(h->name);
+        for (uint32_t i = 0; i < req->num_headers; i++)
+            if (rlb_str_ieq(req->headers[i].name, req->headers[i].name_len, h->name, len)) {
+                key = (struct rlb_str){req->headers[i].value, req->headers[i].value_len};
+                break;
+            }
+    } else if (h->key == RLB_HASH_KEY_COOKIE) {
+        struct rlb_str v;
+        if (rlb_cookie_find(req->headers, req->num_headers, h->name, strlen(h->name), &v))
+            key = v;
+    }
+    return XXH3_64bits(key.ptr, key.len);
+}
+
+/* A/B split: the variant the client's cookie names, else a weighted draw
+ * that the response will tell the client to keep. */
+static void choose_variant(struct rlb_worker *w, struct rlb_txn *t, const struct rlb_http_request *req)
+{
+    const struct rlb_route_cfg *r = t->route;
+    struct rlb_str v;
+    int i = -1;
+    if (rlb_cookie_find(req->headers, req->num_headers, r->split_cookie, strlen(r->split_cookie), &v))
+        i = rlb_split_from_cookie(w->cfg, r, v.ptr, v.len);
+    if (i < 0) {
+        i = (int)rlb_split_choose(r, rlb_lb_random(&w->pools[0].lb));
+        t->flags |= RLB_TF_SET_VARIANT;
+    }
+    t->variant = (uint8_t)i;
 }
 
 int rlb__proxy_emit_request(struct rlb_worker *w, struct rlb_conn *c, struct rlb_conn *u, int32_t bid,
@@ -123,6 +175,15 @@ static bool idempotent(uint8_t method)
     }
 }
 
+/* Pinning request heads for retries must not be what starves receives:
+ * under buffer pressure new requests go without a replay copy (connect
+ * failures are still retried, as their queued bytes were never sent). */
+static bool replay_affordable(const struct rlb_worker *w)
+{
+    const struct rlb_buf_group *g = &w->bufs.groups[RLB_BUF_GROUP_CLIENT];
+    return g->in_ring + g->pending_adds > g->count / 4;
+}
+
 /* A whole, valid request head is at the front of c's input. */
 static bool start_request(struct rlb_worker *w, struct rlb_conn *c, const struct rlb_http_request *req)
 {
@@ -161,8 +222,19 @@ static bool start_request(struct rlb_worker *w, struct rlb_conn *c, const struct
         rlb__proxy_send_error(w, c, 404);
         return false;
     }
-    t->pool = t->route->pool;
     fill_client_ip(c);
+    t->route_pool = t->route->pool;
+    if (t->route->num_splits) {
+        choose_variant(w, t, req);
+        t->route_pool = t->route->splits[t->variant].pool;
+    }
+    uint32_t tier = rlb_upstream_tier(w, t->route_pool, UINT32_MAX);
+    if (tier != t->route_pool && tier != UINT32_MAX)
+        w->stats.failovers++;
+    t->pool = tier != UINT32_MAX ? tier : t->route_pool;
+    if (w->cfg->pools[t->pool].balance == RLB_BALANCE_HASH)
+        t->hash = request_hash(&w->cfg->pools[t->pool], c, req);
+    rlb_upstream_count_request(w, t->route_pool);
 
     struct rlb_conn *u = rlb__proxy_acquire_upstream(w, c, t);
     if (!u) {
@@ -174,10 +246,11 @@ static bool start_request(struct rlb_worker *w, struct rlb_conn *c, const struct
         return false;
     }
     if (req->body == RLB_BODY_NONE && idempotent(req->method_id) && !(t->flags & RLB_TF_UPGRADE) &&
-        (u->flags & RLB_CF_REUSED)) {
-        /* Kept so the request can go out again if a pooled connection turns
-         * out to have been closed by the backend meanwhile. Only then: the
-         * reference pins a whole receive buffer until the response head. */
+        ((u->flags & RLB_CF_REUSED) || w->cfg->pools[t->route_pool].retry.tries > 1) && replay_affordable(w)) {
+        /* Kept so the request can go out again: on a fresh connection if a
+         * pooled one turns out closed by the backend meanwhile, or to another
+         * backend after a reset or a 502/503/504. The reference pins a receive
+         * buffer until the response head, hence the check on spare buffers. */
         t->flags |= RLB_TF_REPLAYABLE;
         t->replay_bid = bid;
         t->replay_head = head;
@@ -286,7 +359,7 @@ static bool read_request_head(struct rlb_worker *w, struct rlb_conn *c)
     return start_request(w, c, &req);
 }
 
-bool rlb__proxy_replay_request(struct rlb_worker *w, struct rlb_conn *c, struct rlb_conn *u)
+bool rlb__proxy_replay_request(struct rlb_worker *w, struct rlb_conn *c, struct rlb_conn *u, bool elsewhere)
 {
     struct rlb_txn *t = c->txn;
     struct rlb_http_request req;
@@ -295,18 +368,25 @@ bool rlb__proxy_replay_request(struct rlb_worker *w, struct rlb_conn *c, struct 
     if (rlb_http1_parse_request(t->replay_head, t->replay_len, &w->cfg->limits, &req) <= 0)
         return false;
     rlb__proxy_close_upstream(w, u, true);
-    struct rlb_conn *nu = rlb_upstream_connect(w, t->pool, (uint32_t)t->backend);
+    struct rlb_conn *nu;
+    if (elsewhere) {
+        nu = rlb__proxy_acquire_upstream(w, c, t);
+    } else {
+        /* The backend only closed an idle connection: same backend, once. */
+        t->flags |= RLB_TF_RECONNECTED;
+        nu = rlb_upstream_connect(w, t->pool, (uint32_t)t->backend);
+        if (nu) {
+            nu->peer = slot(w, c);
+            c->peer = slot(w, nu);
+            rlb_upstream_busy(w, nu);
+        }
+    }
     if (!nu)
         return false;
-    nu->peer = slot(w, c);
-    c->peer = slot(w, nu);
-    int32_t bid = t->replay_bid;
-    if (rlb__proxy_emit_request(w, c, nu, bid, t->replay_head, &req) < 0)
+    if (rlb__proxy_emit_request(w, c, nu, t->replay_bid, t->replay_head, &req) < 0)
         return false;
-    /* The retried request must not be retried again. */
-    rlb__proxy_release_replay(w, t);
-    t->flags &= (uint16_t)~RLB_TF_REPLAYABLE;
     w->stats.upstream_retries++;
+    rlb__proxy_start_upstream_io(w, nu);
     return true;
 }
 

@@ -95,6 +95,18 @@ static bool read_response_head(struct rlb_worker *w, struct rlb_conn *u, struct 
         rlb__proxy_send_error(w, c, 502);
         return false;
     }
+    if (resp.status >= 500) {
+        rlb_upstream_report(w, u->pool, u->backend, RLB_UPSTREAM_5XX);
+        if ((resp.status == 502 || resp.status == 503 || resp.status == 504) && (t->flags & RLB_TF_REPLAYABLE) &&
+            w->cfg->pools[t->route_pool].retry.on_5xx && rlb_upstream_retry_allowed(w, t->route_pool)) {
+            int status = resp.status;
+            if (!rlb__proxy_replay_request(w, c, u, true))
+                rlb__proxy_send_error(w, c, status); /* nobody left: the same answer, from us */
+            return false;
+        }
+    } else if (resp.status >= 200) {
+        rlb_upstream_report(w, u->pool, u->backend, RLB_UPSTREAM_OK);
+    }
     rlb__proxy_release_replay(w, t);
     int32_t bid = u->inq_head;
     const char *head = rlb_buf_ptr(&w->bufs, bid) + w->bufs.segs[bid].off;
@@ -140,6 +152,14 @@ static bool read_response_head(struct rlb_worker *w, struct rlb_conn *u, struct 
         t->flags |= RLB_TF_CLIENT_CLOSE;
     opt.client_close = (t->flags & RLB_TF_CLIENT_CLOSE) != 0;
     opt.client_keepalive10 = !opt.client_close && (t->flags & RLB_TF_CLIENT_HTTP10);
+    char cookie[256];
+    if (t->flags & RLB_TF_SET_VARIANT) {
+        /* A month, so a returning shopper sees the same variant. */
+        int n = snprintf(cookie, sizeof(cookie), "Set-Cookie: %s=%s; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax\r\n",
+                         t->route->split_cookie, w->cfg->pools[t->route->splits[t->variant].pool].name);
+        if (n > 0 && (size_t)n < sizeof(cookie))
+            opt.extra_line = (struct rlb_str){cookie, (size_t)n};
+    }
     if (rlb_http1_emit_response(q, &w->bufs, bid, head, &resp, &opt) < 0) {
         rlb__proxy_send_error(w, c, 502);
         return false;
@@ -209,6 +229,11 @@ void rlb__proxy_response_done(struct rlb_worker *w, struct rlb_conn *c, struct r
     rlb__proxy_client_process(w, c); /* pipelined requests */
 }
 
+/* The upstream connection failed before a response head: closed, reset,
+ * timed out. A pooled connection closed by the backend while idle is the
+ * keep-alive race, not a sick backend: resent once to the same backend.
+ * Anything else counts against the backend, and an idempotent request
+ * goes to another one if the retry budget allows. */
 void rlb__proxy_upstream_failed(struct rlb_worker *w, struct rlb_conn *u, int status)
 {
     struct rlb_conn *c = rlb_conn_peer(w, u);
@@ -217,9 +242,14 @@ void rlb__proxy_upstream_failed(struct rlb_worker *w, struct rlb_conn *u, int st
         return;
     }
     struct rlb_txn *t = c->txn;
-    if (t && !(t->flags & RLB_TF_RESP_STARTED) && t->resp_state == RLB_RS_HEAD && u->inq_bytes == 0 &&
-        (t->flags & RLB_TF_REPLAYABLE) && (u->flags & RLB_CF_REUSED) && status == 502) {
-        if (rlb__proxy_replay_request(w, c, u))
+    bool nothing_back = t && !(t->flags & RLB_TF_RESP_STARTED) && t->resp_state == RLB_RS_HEAD && u->inq_bytes == 0;
+    bool race = (u->flags & RLB_CF_REUSED) && status == 502 && t && !(t->flags & RLB_TF_RECONNECTED);
+    if (!race)
+        rlb_upstream_report(w, u->pool, u->backend, RLB_UPSTREAM_FAILED);
+    if (nothing_back && (t->flags & RLB_TF_REPLAYABLE)) {
+        if (race && rlb__proxy_replay_request(w, c, u, false))
+            return;
+        if (!race && rlb_upstream_retry_allowed(w, t->route_pool) && rlb__proxy_replay_request(w, c, u, true))
             return;
     }
     rlb__proxy_send_error(w, c, status);

@@ -79,3 +79,63 @@ void rlb_route_split_target(const char *target, size_t len, struct rlb_str *host
         path->len = 1;
     }
 }
+
+int rlb_split_from_cookie(const struct rlb_config *cfg, const struct rlb_route_cfg *r, const char *v, size_t len)
+{
+    for (uint32_t i = 0; i < r->num_splits; i++) {
+        const char *name = cfg->pools[r->splits[i].pool].name;
+        if (strlen(name) == len && memcmp(name, v, len) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
+uint32_t rlb_split_choose(const struct rlb_route_cfg *r, uint64_t random)
+{
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < r->num_splits; i++)
+        total += r->splits[i].weight;
+    /* Multiply-shift maps 64 random bits onto [0, total) without the bias of a modulo. */
+    uint64_t x = (uint64_t)(((unsigned __int128)random * total) >> 64);
+    for (uint32_t i = 0; i < r->num_splits; i++) {
+        if (x < r->splits[i].weight)
+            return i;
+        x -= r->splits[i].weight;
+    }
+    return r->num_splits - 1;
+}
+
+/* Cookie: a=1; b=2 (RFC 6265 5.4: pairs separated by "; "). Tolerates
+ * missing spaces and several Cookie fields. */
+bool rlb_cookie_find(const struct rlb_http_header *headers, uint32_t n, const char *name, size_t name_len,
+                     struct rlb_str *value)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        const struct rlb_http_header *h = &headers[i];
+        if (!rlb_str_ieq(h->name, h->name_len, "cookie", 6))
+            continue;
+        const char *p = h->value, *end = h->value + h->value_len;
+        while (p < end) {
+            while (p < end && (*p == ' ' || *p == ';'))
+                p++;
+            const char *pair_end = memchr(p, ';', (size_t)(end - p));
+            if (!pair_end)
+                pair_end = end;
+            const char *eq = memchr(p, '=', (size_t)(pair_end - p));
+            if (eq && (size_t)(eq - p) == name_len && memcmp(p, name, name_len) == 0) {
+                const char *v = eq + 1, *ve = pair_end;
+                while (ve > v && ve[-1] == ' ')
+                    ve--;
+                if (ve - v >= 2 && v[0] == '"' && ve[-1] == '"') {
+                    v++;
+                    ve--;
+                }
+                value->ptr = v;
+                value->len = (size_t)(ve - v);
+                return true;
+            }
+            p = pair_end;
+        }
+    }
+    return false;
+}

@@ -1,3 +1,5 @@
+#include <ringlb/health.h>
+#include <ringlb/health_board.h>
 #include <ringlb/log.h>
 #include <ringlb/server.h>
 #include <ringlb/worker.h>
@@ -78,16 +80,23 @@ static void log_stats(const struct rlb_worker *workers, uint32_t n, const char *
     sum_stats(workers, n, &s);
     rlb_log_info("stats (%s): accepted=%llu accept_errors=%llu requests=%llu responses_1xx=%llu 2xx=%llu 3xx=%llu 4xx=%llu 5xx=%llu "
                  "parse_errors=%llu upstream_connects=%llu upstream_connect_failures=%llu upstream_reused=%llu "
-                 "upstream_retries=%llu timeouts=%llu enobufs=%llu zc_sends=%llu shed=%llu ring_enters=%llu ring_sqes=%llu bytes_copied=%llu",
+                 "upstream_retries=%llu retries_denied=%llu ejections=%llu failovers=%llu timeouts=%llu enobufs=%llu zc_sends=%llu shed=%llu ring_enters=%llu ring_sqes=%llu bytes_copied=%llu",
                  when, (unsigned long long)s.accepted, (unsigned long long)s.accept_errors, (unsigned long long)s.requests,
                  (unsigned long long)s.responses[1], (unsigned long long)s.responses[2],
                  (unsigned long long)s.responses[3], (unsigned long long)s.responses[4],
                  (unsigned long long)s.responses[5], (unsigned long long)s.parse_errors,
                  (unsigned long long)s.upstream_connects, (unsigned long long)s.upstream_connect_failures,
                  (unsigned long long)s.upstream_reused, (unsigned long long)s.upstream_retries,
+                 (unsigned long long)s.retries_denied, (unsigned long long)s.ejections, (unsigned long long)s.failovers,
                  (unsigned long long)s.timeouts, (unsigned long long)s.enobufs, (unsigned long long)s.zc_sends,
                  (unsigned long long)s.shed, (unsigned long long)s.ring.enters, (unsigned long long)s.ring.sqes,
                  (unsigned long long)s.bytes_copied);
+}
+
+static void on_health_change(void *arg, uint32_t pool, uint32_t backend, bool up, const char *why)
+{
+    (void)why; /* the checker logs the transition itself */
+    rlb_health_board_set(arg, pool, backend, !up);
 }
 
 uint32_t rlb_server_worker_count(const struct rlb_config *cfg)
@@ -119,17 +128,22 @@ int rlb_server_run(const struct rlb_config *cfg, void (*on_ready)(const struct r
     signal(SIGPIPE, SIG_IGN);
 
     struct rlb_worker *workers = aligned_alloc(RLB_CACHELINE, sizeof(*workers) * n);
-    if (!workers) {
+    struct rlb_health_board board;
+    if (!workers || rlb_health_board_init(&board, cfg) != 0) {
         rlb_log_error("out of memory");
+        free(workers);
         return 1;
     }
     memset(workers, 0, sizeof(*workers) * n);
+    rlb_health_board_attach(&board, workers, n);
     uint32_t started = 0;
     int status = 0;
+    struct rlb_health_checker *checker = NULL;
     for (uint32_t i = 0; i < n; i++) {
         struct rlb_worker *w = &workers[i];
         w->id = i;
         w->cfg = cfg;
+        w->health = &board;
         /* Explicit cpus pin as listed; "auto" pins worker i to the i-th CPU
          * it may run on, so each core has exactly one worker. */
         w->cpu = cfg->num_cpus ? cfg->cpus[i % cfg->num_cpus] : (num_mask ? mask_cpus[i % (uint32_t)num_mask] : -1);
@@ -158,6 +172,9 @@ int rlb_server_run(const struct rlb_config *cfg, void (*on_ready)(const struct r
         rlb_log_info("ready: %u worker%s, io_uring %s", n, n == 1 ? "" : "s",
                      (workers[0].ring_flags & IORING_SETUP_DEFER_TASKRUN) ? "single-issuer, defer-taskrun"
                                                                           : "coop-taskrun");
+        checker = rlb_health_start(cfg, on_health_change, &board);
+        if (!checker && errno)
+            rlb_log_error("health checks not started: %s", strerror(errno));
         if (on_ready)
             on_ready(cfg, n);
         for (;;) {
@@ -176,11 +193,13 @@ int rlb_server_run(const struct rlb_config *cfg, void (*on_ready)(const struct r
                          cfg->timeouts.drain);
             break;
         }
+        rlb_health_stop(checker);
         for (uint32_t i = 0; i < started; i++)
             rlb_worker_request_stop(&workers[i]);
     }
     for (uint32_t i = 0; i < started; i++)
         pthread_join(workers[i].thread, NULL);
+    rlb_health_board_destroy(&board);
     for (uint32_t i = 0; i < n; i++)
         if (workers[i].wake_fd > 0)
             close(workers[i].wake_fd);

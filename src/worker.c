@@ -441,6 +441,11 @@ static void run_loop(struct rlb_worker *w)
                     wait_ms = d;
             }
         }
+        if (w->lb_refresh_ms) {
+            int64_t d = w->lb_refresh_ms > w->timers.now_ms ? (int64_t)(w->lb_refresh_ms - w->timers.now_ms) : 0;
+            if (wait_ms < 0 || d < wait_ms)
+                wait_ms = d;
+        }
         if (w->draining) {
             int64_t left = (int64_t)w->drain_deadline_ms - (int64_t)w->timers.now_ms;
             if (left < 0)
@@ -465,6 +470,9 @@ static void run_loop(struct rlb_worker *w)
         }
         io_uring_cq_advance(&w->ring, n);
         expire_timers(w);
+        rlb_upstream_adopt_health(w);
+        if (w->lb_refresh_ms && w->timers.now_ms >= w->lb_refresh_ms)
+            rlb_upstream_refresh(w);
         /* Buffers given back during this turn count now: a starved
          * connection must not wait for an event that may never come. */
         rlb_bufs_publish(&w->bufs);
@@ -538,10 +546,15 @@ void *rlb_worker_main(void *arg)
     return NULL;
 }
 
-void rlb_worker_request_stop(struct rlb_worker *w)
+void rlb_worker_wake(struct rlb_worker *w)
 {
-    atomic_store_explicit(&w->stop, true, memory_order_release);
     uint64_t one = 1;
     ssize_t r = write(w->wake_fd, &one, sizeof(one));
     (void)r;
+}
+
+void rlb_worker_request_stop(struct rlb_worker *w)
+{
+    atomic_store_explicit(&w->stop, true, memory_order_release);
+    rlb_worker_wake(w);
 }

@@ -10,6 +10,7 @@
 
 #define RLB_CONFIG_MAX_CPUS 1024
 #define RLB_CONFIG_ERR_MAX 512
+#define RLB_RETRY_MAX_TRIES 8 /* backends one request may try */
 
 enum rlb_balance {
     RLB_BALANCE_WRR = 0,   /* smooth weighted round-robin */
@@ -191,6 +192,7 @@ struct rlb_oneline_args {
     const char **backends; /* "host:port" or "host:port@weight" */
     uint32_t num_backends;
     uint32_t workers;      /* 0: auto */
+    const char *balance;   /* "rr", "leastconn", "p2c", "hash[:KEY]"; NULL: rr */
 };
 
 #endif

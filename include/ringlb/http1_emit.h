@@ -32,6 +32,7 @@ struct rlb_resp_emit {
     bool upgrade;            /* 101 to an upgrade request */
     bool client_close;       /* "Connection: close" */
     bool client_keepalive10; /* "Connection: keep-alive" for an HTTP/1.0 client */
+    struct rlb_str extra_line; /* a whole field line of ours ("Set-Cookie: ...\r\n"), copied; may be empty */
 };
 
 /* Appends the request head to send upstream. <head> lies in buffer <bid>.

@@ -48,6 +48,7 @@ enum rlb_upstream_state {
 #define RLB_CF_STARVED 0x0040        /* recv ended with ENOBUFS; re-armed when buffers return */
 #define RLB_CF_ABORT 0x0080          /* closing without a graceful shutdown */
 #define RLB_CF_SEND_ZC 0x0200         /* the send in flight is a send-zero-copy */
+#define RLB_CF_INFLIGHT 0x0400        /* upstream: counted in its backend's in-flight requests */
 
 enum rlb_resp_state {
     RLB_RS_HEAD = 0,
@@ -64,8 +65,10 @@ enum rlb_resp_state {
 #define RLB_TF_REPLAYABLE 0x0020     /* idempotent without body: may be sent again on a fresh connection */
 #define RLB_TF_CLIENT_HTTP10 0x0040
 #define RLB_TF_UPSTREAM_CLOSE 0x0080 /* the upstream connection cannot be reused */
+#define RLB_TF_SET_VARIANT 0x0100    /* A/B split: tell the client its variant with a cookie */
+#define RLB_TF_RECONNECTED 0x0200    /* resent once on a fresh connection after a pooled one was found closed */
 
-#define RLB_TXN_MAX_TRIES 8
+#define RLB_TXN_MAX_TRIES RLB_RETRY_MAX_TRIES
 
 struct rlb_txn {
     const struct rlb_route_cfg *route;
@@ -73,9 +76,13 @@ struct rlb_txn {
     int32_t backend;
     uint16_t flags;
     uint8_t method;
-    uint8_t tries;
-    int32_t tried[RLB_TXN_MAX_TRIES]; /* backends already tried by this request */
+    uint8_t tries;               /* entries of tried[], reset on moving to another tier */
+    uint8_t attempts;            /* backends tried in all tiers: bounded by the route pool's retry.tries */
+    uint32_t route_pool;         /* the pool the route (or split variant) names; <pool> may be a backup of it */
+    int32_t tried[RLB_TXN_MAX_TRIES]; /* backends already tried by this request (in t->pool) */
     uint8_t connect_failures;
+    uint8_t variant;             /* A/B split: index into route->splits */
+    uint64_t hash;               /* hash pools: XXH3 of the request's key */
 
     uint8_t req_body;            /* enum rlb_body_kind */
     uint64_t req_remaining;
@@ -131,11 +138,20 @@ struct rlb_conn {
 struct rlb_backend_state {
     uint32_t idle_head; /* most recently used first: warm connections stay warm */
     uint32_t idle_count;
+    /* What this worker alone has seen (passive checks). */
+    uint64_t ejected_until_ms; /* not picked before this; 0: not ejected */
+    uint32_t ejections;        /* in a row without a success since: the back-off exponent */
+    uint32_t consecutive_5xx;
+    uint64_t up_since_ms;      /* slow start: when it came back; 0: at full weight */
+    bool down;                 /* the health checker's verdict, as last adopted */
 };
 
 struct rlb_pool_state {
     struct rlb_lb_state lb;
     struct rlb_backend_state *backends;
+    bool usable;               /* some backend has weight now (else the next tier serves) */
+    int64_t retry_tokens;      /* retry budget, in thousandths of a retry */
+    uint64_t retry_refill_ms;  /* when the budget was last topped up by time */
 };
 
 /* Plain per-worker counters, only uint64_t fields: readers sum them word by word. */
@@ -149,6 +165,9 @@ struct rlb_worker_stats {
     uint64_t upstream_connect_failures;
     uint64_t upstream_reused;
     uint64_t upstream_retries;
+    uint64_t ejections;     /* backends this worker stopped picking after a failure */
+    uint64_t retries_denied; /* retries the budget refused */
+    uint64_t failovers;     /* requests served by a backup pool */
     uint64_t enobufs;
     uint64_t zc_sends;      /* send-zero-copy operations */
     uint64_t shed;          /* slow clients closed to win buffers back */
@@ -186,6 +205,9 @@ struct rlb_worker {
 
     struct rlb_listener_sock listeners[64];
     struct rlb_pool_state *pools;
+    struct rlb_health_board *health;   /* process-wide, read-mostly; may be NULL (tests) */
+    _Atomic uint64_t health_seen;      /* board generation this worker has adopted (read by the checker) */
+    uint64_t lb_refresh_ms;            /* recompute effective weights then (ejection end, slow start); 0: none due */
 
     struct rlb_http_header *hdr_scratch; /* parse output, valid during one parse */
     uint32_t hdr_capacity;

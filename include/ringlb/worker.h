@@ -11,4 +11,7 @@ void *rlb_worker_main(void *arg);
 /* Asks the worker to stop gracefully (async-signal-safe apart from the atomic store). */
 void rlb_worker_request_stop(struct rlb_worker *w);
 
+/* Wakes the worker so that it looks at shared state (health) between loop turns. */
+void rlb_worker_wake(struct rlb_worker *w);
+
 #endif

@@ -678,7 +678,7 @@ Test(config_errors, bad_bool_and_enums)
                  "vhosts:\n  - hosts: ['*']\n    routes: [{path: /, pool: shop, server_header: drop}]\n",
                  "x.yaml:8:51: ", "expected pass, hide or replace, got \"drop\"");
     expect_error(LISTENERS "pools:\n  - name: a\n    balance: random\n    backends: [127.0.0.1:1]\n" VHOSTS,
-                 "x.yaml:5:14: ", "expected a balance algorithm (round_robin), got \"random\"");
+                 "x.yaml:5:14: ", "expected a balance algorithm (round_robin, least_conn, p2c or hash), got \"random\"");
 }
 
 Test(config_errors, bad_address)
@@ -972,4 +972,145 @@ Test(config_builder, finish_without_marks)
     cr_expect_str_eq(cfg->listeners[0].name, "listener0");
     rlb_config_free(cfg);
     rlb_config_free(NULL);
+}
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * Balancing and availability
+ */
+
+#define AVAIL_LISTENERS "listeners:\n  - address: 127.0.0.1:8080\n"
+
+Test(config_availability, every_key_loads)
+{
+    struct rlb_config *cfg = load_ok(AVAIL_LISTENERS
+                                     "pools:\n"
+                                     "  - name: shop\n"
+                                     "    balance: hash\n"
+                                     "    hash: {key: cookie, name: session, bounded_load: 1.25}\n"
+                                     "    health_check: {path: /healthz, status: 200-299, interval: 500ms, timeout: 200ms, "
+                                     "rise: 1, fall: 2}\n"
+                                     "    passive: {eject: 2s, eject_max: 1m, consecutive_5xx: 5}\n"
+                                     "    slow_start: 30s\n"
+                                     "    retry: {tries: 4, budget_percent: 10, budget_min: 3, on_5xx: false}\n"
+                                     "    backup: [dr]\n"
+                                     "    local_zone: a\n"
+                                     "    backends:\n"
+                                     "      - {address: 127.0.0.1:9001, zone: a}\n"
+                                     "      - {address: 127.0.0.1:9002, zone: b}\n"
+                                     "  - name: dr\n"
+                                     "    balance: least_conn\n"
+                                     "    backends: [127.0.0.1:9101]\n"
+                                     "  - name: beta\n"
+                                     "    balance: p2c\n"
+                                     "    backends: [127.0.0.1:9201]\n"
+                                     "vhosts:\n"
+                                     "  - hosts: [\"*\"]\n"
+                                     "    routes:\n"
+                                     "      - {path: /new, split: [{pool: shop, weight: 95}, {pool: beta, weight: 5}]}\n"
+                                     "      - {path: /, pool: shop}\n");
+    const struct rlb_pool_cfg *p = &cfg->pools[0];
+    cr_expect_eq(p->balance, RLB_BALANCE_HASH);
+    cr_expect_eq(p->hash.key, RLB_HASH_KEY_COOKIE);
+    cr_expect_str_eq(p->hash.name, "session");
+    cr_expect_eq(p->hash.table_size, 65537);
+    cr_expect_eq(p->hash.bounded_load, 125);
+    cr_expect(p->check.enabled);
+    cr_expect_str_eq(p->check.method, "GET");
+    cr_expect_str_eq(p->check.path, "/healthz");
+    cr_expect_eq(p->check.status_min, 200);
+    cr_expect_eq(p->check.status_max, 299);
+    cr_expect_eq(p->check.interval_ms, 500);
+    cr_expect_eq(p->check.timeout_ms, 200);
+    cr_expect_eq(p->check.rise, 1);
+    cr_expect_eq(p->check.fall, 2);
+    cr_expect_eq(p->passive.eject_ms, 2000);
+    cr_expect_eq(p->passive.eject_max_ms, 60000);
+    cr_expect_eq(p->passive.consecutive_5xx, 5);
+    cr_expect_eq(p->slow_start_ms, 30000);
+    cr_expect_eq(p->retry.tries, 4);
+    cr_expect_eq(p->retry.budget_percent, 10);
+    cr_expect_eq(p->retry.budget_min, 3);
+    cr_expect(!p->retry.on_5xx);
+    cr_expect_eq(p->num_backups, 1);
+    cr_expect_eq(p->backups[0], 1);
+    cr_expect_str_eq(p->backends[1].zone, "b");
+    cr_expect_eq(cfg->pools[1].balance, RLB_BALANCE_LEASTCONN);
+    cr_expect_eq(cfg->pools[2].balance, RLB_BALANCE_P2C);
+    /* Defaults of a pool that says nothing. */
+    cr_expect(!cfg->pools[1].check.enabled);
+    cr_expect_eq(cfg->pools[1].retry.tries, 3);
+    cr_expect(cfg->pools[1].retry.on_5xx);
+    const struct rlb_route_cfg *r = &cfg->vhosts[0].routes[0];
+    cr_expect_eq(r->num_splits, 2);
+    cr_expect_eq(r->splits[0].pool, 0);
+    cr_expect_eq(r->splits[1].pool, 2);
+    cr_expect_eq(r->splits[1].weight, 5);
+    cr_expect_str_eq(r->split_cookie, "rlb_variant");
+    rlb_config_free(cfg);
+}
+
+Test(config_availability, errors_point_at_the_value)
+{
+#define ONE_POOL(extra) AVAIL_LISTENERS "pools:\n  - name: shop\n" extra "    backends: [127.0.0.1:9001]\n" VHOSTS
+    expect_error(ONE_POOL("    balance: hash\n    hash: {key: header}\n"), "x.yaml:6:11: ", "hash: key header needs a name");
+    expect_error(ONE_POOL("    balance: hash\n    hash: {table_size: 65536}\n"), "x.yaml:6:11: ",
+                 "table_size 65536 must be a prime");
+    expect_error(ONE_POOL("    hash: {key: uri}\n"), "x.yaml:5:11: ", "hash settings need balance: hash");
+    expect_error(ONE_POOL("    balance: hash\n    hash: {bounded_load: 0.5}\n"), "x.yaml:6:26: ",
+                 "expected a load factor from 1.0");
+    expect_error(ONE_POOL("    health_check: {status: 200-99}\n"), "x.yaml:5:28: ", "low to high");
+    expect_error(ONE_POOL("    health_check: {path: health}\n"), "x.yaml:5:19: ", "expected a path starting with \"/\"");
+    expect_error(ONE_POOL("    health_check: {interval: 1s, timeout: 2s}\n"), "x.yaml:5:19: ", "timeout (2000 ms) is longer");
+    expect_error(ONE_POOL("    passive: {eject: 10s, eject_max: 1s}\n"), "x.yaml:4:5: ", "eject_max (1000 ms) is below");
+    expect_error(ONE_POOL("    retry: {tries: 9}\n"), "x.yaml:4:5: ", "retry: tries 9 is above 8");
+    expect_error(ONE_POOL("    backup: [nowhere]\n"), "x.yaml:5:14: ", "backup pool \"nowhere\" is not defined");
+    expect_error(ONE_POOL("    backup: [shop]\n"), "x.yaml:5:14: ", "cannot be its own backup");
+    expect_error(ONE_POOL("    local_zone: mars\n"), "x.yaml:4:5: ", "local_zone \"mars\" matches no backend");
+    expect_error(AVAIL_LISTENERS POOLS "vhosts:\n  - hosts: [\"*\"]\n    routes: [{path: /, split: [{pool: shop, weight: 1}]}]\n",
+                 "x.yaml:8:31: ", "a split needs at least two variants");
+    expect_error(AVAIL_LISTENERS POOLS
+                 "vhosts:\n  - hosts: [\"*\"]\n    routes: [{path: /, split: [{pool: shop, weight: 1}, {pool: x, weight: 1}]}]\n",
+                 "x.yaml:8:57: ", "pool \"x\" is not defined");
+    expect_error(AVAIL_LISTENERS POOLS "vhosts:\n  - hosts: [\"*\"]\n    routes: [{path: /, pool: shop, split_cookie: v}]\n",
+                 "x.yaml:8:14: ", "split_cookie is only used with split");
+#undef ONE_POOL
+}
+
+Test(config_availability, oneline_balance)
+{
+    static const struct {
+        const char *text;
+        enum rlb_balance balance;
+        enum rlb_hash_key key;
+        const char *name;
+    } ok[] = {
+        {"rr", RLB_BALANCE_WRR, 0, NULL},
+        {"leastconn", RLB_BALANCE_LEASTCONN, 0, NULL},
+        {"p2c", RLB_BALANCE_P2C, 0, NULL},
+        {"hash", RLB_BALANCE_HASH, RLB_HASH_KEY_CLIENT_IP, NULL},
+        {"hash:uri", RLB_BALANCE_HASH, RLB_HASH_KEY_URI, NULL},
+        {"hash:header:X-User", RLB_BALANCE_HASH, RLB_HASH_KEY_HEADER, "X-User"},
+        {"hash:cookie:sid", RLB_BALANCE_HASH, RLB_HASH_KEY_COOKIE, "sid"},
+    };
+    const char *b[] = {"127.0.0.1:9001"};
+    for (size_t i = 0; i < RLB_ARRAY_SIZE(ok); i++) {
+        struct rlb_oneline_args args = {.listen = "127.0.0.1:8080", .backends = b, .num_backends = 1,
+                                        .balance = ok[i].text};
+        struct rlb_config *cfg = rlb_config_from_oneline(&args, err, sizeof(err));
+        cr_assert_not_null(cfg, "%s: %s", ok[i].text, err);
+        cr_expect_eq(cfg->pools[0].balance, ok[i].balance, "%s", ok[i].text);
+        cr_expect_eq(cfg->pools[0].hash.key, ok[i].key, "%s", ok[i].text);
+        if (ok[i].name)
+            cr_expect_str_eq(cfg->pools[0].hash.name, ok[i].name);
+        rlb_config_free(cfg);
+    }
+    static const char *const bad[] = {"random", "rr:uri", "hash:body", "hash:header:", "hash:header:a b"};
+    for (size_t i = 0; i < RLB_ARRAY_SIZE(bad); i++) {
+        struct rlb_oneline_args args = {.listen = "127.0.0.1:8080", .backends = b, .num_backends = 1,
+                                        .balance = bad[i]};
+        struct rlb_config *cfg = rlb_config_from_oneline(&args, err, sizeof(err));
+        cr_expect_null(cfg, "%s loaded", bad[i]);
+        cr_expect(strstr(err, "--balance") != NULL || strstr(err, "hash:") != NULL, "%s: %s", bad[i], err);
+        rlb_config_free(cfg);
+    }
 }
