@@ -648,8 +648,8 @@ static int parse_split(struct parser *p, const yaml_node_t *seq, struct rlb_rout
     if (expect_type(p, seq, YAML_SEQUENCE_NODE) != 0)
         return -1;
     uint32_t n = seq_len(seq);
-    if (n < 2)
-        return fail(p, seq, "a split needs at least two variants");
+    if (n < 2 || n > 16)
+        return fail(p, seq, "a split needs at least two variants (at most 16), got %u", n);
     if ((r->splits = calloc(n, sizeof(*r->splits))) == NULL)
         return out_of_memory(p, seq);
     r->num_splits = n;

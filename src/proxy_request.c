@@ -52,7 +52,7 @@ static void fill_client_ip(struct rlb_conn *c)
  * has nobody left to try, the request moves down the failover tiers. */
 struct rlb_conn *rlb__proxy_acquire_upstream(struct rlb_worker *w, struct rlb_conn *c, struct rlb_txn *t)
 {
-    uint32_t max_tries = w->cfg->pools[t->route->pool].retry.tries;
+    uint32_t max_tries = w->cfg->pools[t->route_pool].retry.tries;
     while (t->attempts < max_tries) {
         struct rlb_pool_state *ps = &w->pools[t->pool];
         uint64_t exclude[RLB_LB_MAX_EXCLUDE_WORDS] = {0};
@@ -125,6 +125,7 @@ static void choose_variant(struct rlb_worker *w, struct rlb_txn *t, const struct
     if (rlb_cookie_find(req->headers, req->num_headers, r->split_cookie, strlen(r->split_cookie), &v))
         i = rlb_split_from_cookie(w->cfg, r, v.ptr, v.len);
     if (i < 0) {
+        /* Any per-worker generator serves; pool 0's is always there. */
         i = (int)rlb_split_choose(r, rlb_lb_random(&w->pools[0].lb));
         t->flags |= RLB_TF_SET_VARIANT;
     }

@@ -290,10 +290,12 @@ void rlb__proxy_upstream_process(struct rlb_worker *w, struct rlb_conn *u)
         goto out;
     if ((u->flags & RLB_CF_EOF) && u->inq_head == RLB_BUF_NONE) {
         /* The backend closed before the response was complete. */
-        if (t->resp_state == RLB_RS_HEAD)
+        if (t->resp_state == RLB_RS_HEAD) {
             rlb__proxy_upstream_failed(w, u, 502);
-        else
+        } else {
+            rlb_upstream_report(w, u->pool, u->backend, RLB_UPSTREAM_FAILED);
             rlb__proxy_close_client(w, c, true);
+        }
         return;
     }
 out:

@@ -259,6 +259,10 @@ void rlb_upstream_destroy(struct rlb_worker *w)
     if (!w->pools)
         return;
     for (uint32_t p = 0; p < w->cfg->num_pools; p++) {
+        /* Every connection is closed by now: a count left over would mean
+         * least_conn and p2c had been steering by a wrong picture. */
+        for (uint32_t b = 0; w->pools[p].lb.be && b < w->pools[p].lb.num_backends; b++)
+            RLB_BUG_ON(w->pools[p].lb.be[b].inflight != 0);
         rlb_lb_destroy(&w->pools[p].lb);
         free(w->pools[p].backends);
     }
