@@ -58,6 +58,10 @@ void rlb__proxy_start_upstream_io(struct rlb_worker *w, struct rlb_conn *u);
  * connection, or <elsewhere> to the next backend the balancer offers. */
 bool rlb__proxy_replay_request(struct rlb_worker *w, struct rlb_conn *c, struct rlb_conn *u, bool elsewhere);
 
+/* Whether <t> may go to one more backend: tries left, then the retry budget
+ * (asked last, so a request out of tries spends nothing). */
+bool rlb__proxy_may_retry(struct rlb_worker *w, const struct rlb_txn *t);
+
 /* proxy_response.c: the upstream side */
 void rlb__proxy_upstream_process(struct rlb_worker *w, struct rlb_conn *u);
 void rlb__proxy_upstream_failed(struct rlb_worker *w, struct rlb_conn *u, int status);

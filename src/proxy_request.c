@@ -91,6 +91,11 @@ struct rlb_conn *rlb__proxy_acquire_upstream(struct rlb_worker *w, struct rlb_co
     return NULL;
 }
 
+bool rlb__proxy_may_retry(struct rlb_worker *w, const struct rlb_txn *t)
+{
+    return t->attempts < w->cfg->pools[t->route_pool].retry.tries && rlb_upstream_retry_allowed(w, t->route_pool);
+}
+
 /* The key a hash pool balances on; a request without the configured header
  * or cookie falls back to its client address, so it still sticks somewhere. */
 static uint64_t request_hash(const struct rlb_pool_cfg *pool, const struct rlb_conn *c,

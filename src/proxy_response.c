@@ -98,7 +98,7 @@ static bool read_response_head(struct rlb_worker *w, struct rlb_conn *u, struct 
     if (resp.status >= 500) {
         rlb_upstream_report(w, u->pool, u->backend, RLB_UPSTREAM_5XX);
         if ((resp.status == 502 || resp.status == 503 || resp.status == 504) && (t->flags & RLB_TF_REPLAYABLE) &&
-            w->cfg->pools[t->route_pool].retry.on_5xx && rlb_upstream_retry_allowed(w, t->route_pool)) {
+            w->cfg->pools[t->route_pool].retry.on_5xx && rlb__proxy_may_retry(w, t)) {
             int status = resp.status;
             if (!rlb__proxy_replay_request(w, c, u, true))
                 rlb__proxy_send_error(w, c, status); /* nobody left: the same answer, from us */
@@ -249,7 +249,7 @@ void rlb__proxy_upstream_failed(struct rlb_worker *w, struct rlb_conn *u, int st
     if (nothing_back && (t->flags & RLB_TF_REPLAYABLE)) {
         if (race && rlb__proxy_replay_request(w, c, u, false))
             return;
-        if (!race && rlb_upstream_retry_allowed(w, t->route_pool) && rlb__proxy_replay_request(w, c, u, true))
+        if (!race && rlb__proxy_may_retry(w, t) && rlb__proxy_replay_request(w, c, u, true))
             return;
     }
     rlb__proxy_send_error(w, c, status);

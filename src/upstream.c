@@ -76,7 +76,8 @@ static bool weigh_pool(struct rlb_worker *w, uint32_t p, int ignore, uint64_t *n
         struct rlb_backend_state *bs = &ps->backends[b];
         bool ejected = bs->ejected_until_ms > now;
         bool eligible = (ignore >= 2 || !bs->down) && (ignore >= 1 || !ejected);
-        uint32_t weight = pc->backends[b].weight;
+        /* In hundredths, so that a ramp is smooth even for weight 1. */
+        uint32_t weight = pc->backends[b].weight * 100;
         if (eligible && pc->slow_start_ms && bs->up_since_ms) {
             uint64_t elapsed = now - bs->up_since_ms;
             if (elapsed < pc->slow_start_ms) {
