@@ -1,4 +1,5 @@
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <ringlb/config.h>
 #include <ringlb/health.h>
 #include <ringlb/log.h>
@@ -191,6 +192,17 @@ static bool wait_atomic(_Atomic int *v, int n, uint32_t max_ms)
     return atomic_load(v) >= n;
 }
 
+static int open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    cr_assert_not_null(d);
+    int n = 0;
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n;
+}
+
 static void init_pool(struct rlb_pool_cfg *pool, struct rlb_backend_cfg *be, const uint16_t *ports, uint32_t n)
 {
     memset(pool, 0, sizeof(*pool));
@@ -360,6 +372,7 @@ Test(health, closed_port_is_refused)
 
 Test(health, stop_is_prompt_with_probes_in_flight)
 {
+    int fds = open_fds();
     struct server silent;
     server_start(&silent, MODE_SILENT);
     struct rlb_backend_cfg be[1];
@@ -378,4 +391,5 @@ Test(health, stop_is_prompt_with_probes_in_flight)
     cr_expect_lt(took, 500, "stop took %llu ms", (unsigned long long)took);
     cr_expect_eq(events(), 0);
     server_stop(&silent);
+    cr_expect_eq(open_fds(), fds, "the checker left descriptors open");
 }
