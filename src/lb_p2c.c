@@ -58,8 +58,10 @@ static int p2c_pick(struct rlb_lb_state *st, const struct rlb_lb_pick_ctx *ctx)
     int b = draw(st, ctx, max_weight, a);
     if (b < 0)
         return a;
-    uint64_t la = ((uint64_t)st->be[a].inflight + 1) * st->be[b].weight;
-    uint64_t lb = ((uint64_t)st->be[b].inflight + 1) * st->be[a].weight;
+    /* In flight per unit of weight; a tie (both idle, say) keeps the first
+     * draw, which was weighted, so idle pools still follow the weights. */
+    uint64_t la = (uint64_t)st->be[a].inflight * st->be[b].weight;
+    uint64_t lb = (uint64_t)st->be[b].inflight * st->be[a].weight;
     return lb < la ? b : a;
 }
 

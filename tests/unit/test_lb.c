@@ -217,6 +217,25 @@ Test(lb_p2c, idle_equal_weights_spread_evenly)
     rlb_lb_destroy(&st);
 }
 
+Test(lb_p2c, idle_weighted_follow_the_weights)
+{
+    /* Idle: both draws tie on load, the first (weighted) draw is kept, so an
+     * idle pool is shared by weight, not handed to the heaviest backend. */
+    static const uint32_t w[] = {1, 2, 3, 4};
+    struct rlb_pool_cfg pool = make_pool(RLB_BALANCE_P2C, w, 4);
+    struct rlb_lb_state st;
+    init(&st, &pool);
+    enum { PICKS = 100000 };
+    int count[4] = {0};
+    for (int i = 0; i < PICKS; i++)
+        count[pick(&st, NULL, 0)]++;
+    for (int i = 0; i < 4; i++) {
+        double share = (double)count[i] / PICKS, want = w[i] / 10.0;
+        cr_expect(share > want - 0.03 && share < want + 0.03, "backend %d: %.3f, want %.1f", i, share, want);
+    }
+    rlb_lb_destroy(&st);
+}
+
 /* Shares under a sustained load of <concurrency> requests in flight, each equally likely to finish next, as a
  * worker sees it. Returns the picks per backend in <count>. */
 static void p2c_under_load(const uint32_t *weights, uint32_t n, uint32_t concurrency, int picks, int *count)
