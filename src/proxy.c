@@ -120,8 +120,14 @@ void rlb__proxy_close_client_after_send(struct rlb_worker *w, struct rlb_conn *c
     struct rlb_conn *u = rlb_conn_peer(w, c);
     if (u)
         rlb__proxy_close_upstream(w, u, true);
+    /* A client that asked for the close and whose request was read whole
+     * has promised to send nothing more (RFC 9112 9.6): nothing unread can
+     * turn the close into a reset, so lingering would only cost a shutdown,
+     * a receive and a timer (the heuristic nginx's lingering_close uses). */
+    uint16_t tf = c->txn ? c->txn->flags : 0;
+    bool promised = (tf & RLB_TF_CLIENT_SAID_CLOSE) && (tf & RLB_TF_REQ_DONE) && c->inq_bytes == 0;
     rlb__proxy_txn_put(w, c);
-    if (c->flags & RLB_CF_EOF) {
+    if ((c->flags & RLB_CF_EOF) || promised) {
         rlb_conn_close(w, c, false);
         return;
     }

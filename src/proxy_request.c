@@ -209,9 +209,11 @@ static bool start_request(struct rlb_worker *w, struct rlb_conn *c, const struct
     if (req->minor_version == 0) {
         t->flags |= RLB_TF_CLIENT_HTTP10;
         if (!(req->flags & RLB_MSG_CONN_KEEPALIVE))
-            t->flags |= RLB_TF_CLIENT_CLOSE;
+            t->flags |= RLB_TF_CLIENT_CLOSE | RLB_TF_CLIENT_SAID_CLOSE;
     }
-    if ((req->flags & RLB_MSG_CONN_CLOSE) || w->draining)
+    if (req->flags & RLB_MSG_CONN_CLOSE)
+        t->flags |= RLB_TF_CLIENT_CLOSE | RLB_TF_CLIENT_SAID_CLOSE;
+    if (w->draining)
         t->flags |= RLB_TF_CLIENT_CLOSE;
     if (req->flags & RLB_MSG_UPGRADE)
         t->flags |= RLB_TF_UPGRADE;

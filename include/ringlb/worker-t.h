@@ -67,6 +67,7 @@ enum rlb_resp_state {
 #define RLB_TF_UPSTREAM_CLOSE 0x0080 /* the upstream connection cannot be reused */
 #define RLB_TF_SET_VARIANT 0x0100    /* A/B split: tell the client its variant with a cookie */
 #define RLB_TF_RECONNECTED 0x0200    /* resent once on a fresh connection after a pooled one was found closed */
+#define RLB_TF_CLIENT_SAID_CLOSE 0x0400 /* the client itself ended the connection with this request */
 
 #define RLB_TXN_MAX_TRIES RLB_RETRY_MAX_TRIES
 
