@@ -212,6 +212,7 @@ static int set_defaults(struct rlb_config *cfg, struct rlb_listener_cfg *l, stru
         cfg->buffers.size = 32768;
         cfg->buffers.client_count = 1024;
         cfg->buffers.client_size = 16384;
+        cfg->buffers.splice_min = 131072;
         cfg->max_connections = 16384;
         if ((cfg->via_name = strdup("ringlb")) == NULL)
             return -1;

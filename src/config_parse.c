@@ -344,7 +344,7 @@ static int parse_timeouts(struct parser *p, const yaml_node_t *map)
 
 static int parse_buffers(struct parser *p, const yaml_node_t *map)
 {
-    static const char *const keys[] = {"count", "size", "client_count", "client_size", "zerocopy_min"};
+    static const char *const keys[] = {"count", "size", "client_count", "client_size", "zerocopy_min", "splice_min"};
     if (check_keys(p, map, "buffers", keys, RLB_ARRAY_SIZE(keys)) != 0)
         return -1;
     struct rlb_config *cfg = p->cfg;
@@ -369,6 +369,8 @@ static int parse_buffers(struct parser *p, const yaml_node_t *map)
         if (get_size(p, v, UINT32_MAX, &cfg->buffers.client_size) != 0)
             return -1;
     }
+    if ((v = get(p, map, "splice_min")) != NULL && get_size(p, v, UINT32_MAX, &cfg->buffers.splice_min) != 0)
+        return -1;
     if ((v = get(p, map, "zerocopy_min")) != NULL && get_size(p, v, UINT32_MAX, &cfg->buffers.zerocopy_min) != 0)
         return -1;
     return 0;

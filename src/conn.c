@@ -265,7 +265,7 @@ void rlb_conn_close(struct rlb_worker *w, struct rlb_conn *c, bool abort)
     if (c->flags & RLB_CF_RECV_ARMED)
         rlb_conn_pause_recv(w, c);
     /* Waking the posted operations: shutdown makes the recv and send finish. */
-    if (c->flags & (RLB_CF_RECV_ARMED | RLB_CF_SEND_INFLIGHT))
+    if (c->flags & (RLB_CF_RECV_ARMED | RLB_CF_SEND_INFLIGHT | RLB_CF_POLL_ARMED))
         shutdown(c->fd, SHUT_RDWR);
     rlb_conn_try_free(w, c);
 }

@@ -34,6 +34,7 @@ static void usage(FILE *out)
             "      --balance ALG     rr (default), leastconn, p2c, or hash[:KEY] with KEY one of client_ip\n"
             "                        (default), uri, header:NAME, cookie:NAME (Maglev consistent hashing)\n"
             "      --zerocopy-min SIZE  send-zero-copy for sends of at least SIZE (e.g. 64k; default: never)\n"
+            "      --splice-min SIZE    splice(2) response bodies of at least SIZE (default 128k; 0: never)\n"
             "  -v, --verbose         debug logging\n"
             "  -q, --quiet           errors and warnings only\n"
             "  -h, --help            this text\n"
@@ -75,13 +76,14 @@ int main(int argc, char **argv)
         {"workers", required_argument, NULL, 'w'}, {"demo", no_argument, NULL, 'D'},
         {"verbose", no_argument, NULL, 'v'},      {"quiet", no_argument, NULL, 'q'},
         {"zerocopy-min", required_argument, NULL, 'Z'}, {"balance", required_argument, NULL, 'B'},
+        {"splice-min", required_argument, NULL, 'S'},
         {"help", no_argument, NULL, 'h'},         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     const char *config_path = NULL;
     bool test_only = false, demo = false;
-    uint64_t zerocopy_min = 0;
-    bool zerocopy_set = false;
+    uint64_t zerocopy_min = 0, splice_min = 0;
+    bool zerocopy_set = false, splice_set = false;
     struct rlb_oneline_args one = {0};
     const char *backends[MAX_BACKENDS];
     one.backends = backends;
@@ -120,6 +122,13 @@ int main(int argc, char **argv)
         case 'B':
             one.balance = optarg;
             break;
+        case 'S':
+            if (rlb_size_parse(optarg, &splice_min) != 0 || splice_min > UINT32_MAX) {
+                fprintf(stderr, "ringlb: --splice-min expects a size like 128k (0: never), got \"%s\"\n", optarg);
+                return 2;
+            }
+            splice_set = true;
+            break;
         case 'Z':
             if (rlb_size_parse(optarg, &zerocopy_min) != 0 || zerocopy_min > UINT32_MAX) {
                 fprintf(stderr, "ringlb: --zerocopy-min expects a size like 64k, got \"%s\"\n", optarg);
@@ -149,8 +158,9 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (config_path && (one.listen || one.num_backends || demo || zerocopy_set || one.balance)) {
-        fprintf(stderr, "ringlb: -c cannot be combined with --listen/--backend/--demo/--zerocopy-min/--balance\n");
+    if (config_path && (one.listen || one.num_backends || demo || zerocopy_set || splice_set || one.balance)) {
+        fprintf(stderr, "ringlb: -c cannot be combined with one-line options (--listen, --backend, --demo, --balance, "
+                        "--zerocopy-min, --splice-min)\n");
         return 2;
     }
 
@@ -197,6 +207,8 @@ int main(int argc, char **argv)
     }
     if (zerocopy_set)
         cfg->buffers.zerocopy_min = (uint32_t)zerocopy_min;
+    if (splice_set)
+        cfg->buffers.splice_min = (uint32_t)splice_min;
     if (test_only) {
         printf("ringlb: %s: configuration is valid (%u listener%s, %u pool%s, %u virtual host%s)\n", cfg->source,
                cfg->num_listeners, cfg->num_listeners == 1 ? "" : "s", cfg->num_pools, cfg->num_pools == 1 ? "" : "s",

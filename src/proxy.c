@@ -32,6 +32,7 @@ int rlb_proxy_init(struct rlb_worker *w)
 
 void rlb_proxy_destroy(struct rlb_worker *w)
 {
+    rlb__proxy_splice_destroy(w);
     free(w->hdr_scratch);
     w->hdr_scratch = NULL;
     while (w->txn_free) {
@@ -56,6 +57,7 @@ struct rlb_txn *rlb__proxy_txn_get(struct rlb_worker *w)
     memset(t, 0, sizeof(*t));
     t->backend = -1;
     t->replay_bid = RLB_BUF_NONE;
+    t->pipe_r = t->pipe_w = -1;
     return t;
 }
 
@@ -73,6 +75,7 @@ void rlb__proxy_txn_put(struct rlb_worker *w, struct rlb_conn *c)
     if (!t)
         return;
     rlb__proxy_release_replay(w, t);
+    rlb__proxy_splice_release(w, t);
     c->txn = NULL;
     t->next_free = w->txn_free;
     w->txn_free = t;
@@ -262,7 +265,9 @@ int rlb__proxy_relay_body(struct rlb_worker *w, struct rlb_conn *from, struct rl
 
 void rlb__proxy_resume_recv(struct rlb_worker *w, struct rlb_conn *c)
 {
-    if (c->inq_bytes >= INQ_HIGH)
+    if (c->flags & RLB_CF_SPLICE)
+        rlb_conn_pause_recv(w, c); /* the body comes by splice, not into buffers */
+    else if (c->inq_bytes >= INQ_HIGH)
         rlb_conn_pause_recv(w, c);
     else if (c->inq_bytes <= INQ_HIGH / 2)
         rlb_conn_arm_recv(w, c);

@@ -26,7 +26,7 @@ static inline void arm(struct rlb_worker *w, struct rlb_conn *c, uint32_t kind)
     rlb_timer_arm(&w->timers, w->conns, slot(w, c), kind);
 }
 
-enum { RLB_RELAY_BAD = -1, RLB_RELAY_MORE = 0, RLB_RELAY_DONE = 1 };
+enum { RLB_RELAY_CLIENT_GONE = -2, RLB_RELAY_BAD = -1, RLB_RELAY_MORE = 0, RLB_RELAY_DONE = 1 };
 
 /* proxy.c: shared by both sides */
 struct rlb_str rlb__proxy_via_line(const struct rlb_worker *w);
@@ -67,5 +67,16 @@ void rlb__proxy_upstream_process(struct rlb_worker *w, struct rlb_conn *u);
 void rlb__proxy_upstream_failed(struct rlb_worker *w, struct rlb_conn *u, int status);
 void rlb__proxy_response_done(struct rlb_worker *w, struct rlb_conn *c, struct rlb_conn *u);
 void rlb__proxy_relay_tunnel(struct rlb_worker *w, struct rlb_conn *from);
+
+/* proxy_splice.c: large response bodies by splice(2) */
+bool rlb__proxy_splice_wanted(const struct rlb_worker *w, const struct rlb_txn *t, const struct rlb_conn *u);
+/* The upstream receive is off, its buffered body relayed, the client's queue empty. */
+bool rlb__proxy_splice_ready_to_start(const struct rlb_conn *u, const struct rlb_conn *c);
+/* Moves what the sockets allow; RLB_RELAY_DONE, _MORE (a poll is posted),
+ * _BAD (the backend failed) or _CLIENT_GONE. */
+int rlb__proxy_splice_step(struct rlb_worker *w, struct rlb_conn *u, struct rlb_conn *c);
+/* Gives the transaction's pipe back (kept when empty) or closes it. */
+void rlb__proxy_splice_release(struct rlb_worker *w, struct rlb_txn *t);
+void rlb__proxy_splice_destroy(struct rlb_worker *w);
 
 #endif

@@ -172,6 +172,12 @@ static bool read_response_head(struct rlb_worker *w, struct rlb_conn *u, struct 
     rlb_chunked_init(&t->resp_chunked);
     t->resp_state = resp.body == RLB_BODY_NONE ? RLB_RS_DONE : RLB_RS_BODY;
     rlb_conn_inq_consume(w, u, resp.head_len);
+    if (rlb__proxy_splice_wanted(w, t, u)) {
+        /* Starts once what was received is relayed; the sooner the receive
+         * stops, the more of the body the splice carries. */
+        u->flags |= RLB_CF_SPLICE;
+        rlb_conn_pause_recv(w, u);
+    }
     arm(w, u, RLB_TIMER_BODY_IDLE);
     return true;
 }
@@ -185,9 +191,30 @@ static bool relay_response_body(struct rlb_worker *w, struct rlb_conn *u, struct
         rlb__proxy_close_client(w, c, true);
         return false;
     }
+    if ((u->flags & RLB_CF_SPLICE) && u->inq_head == RLB_BUF_NONE) {
+        if (!rlb__proxy_splice_ready_to_start(u, c)) {
+            /* The cancelled receive's completion, or the client's send
+             * completion, brings us back. */
+            rlb_conn_flush(w, c);
+            return false;
+        }
+        int rc = rlb__proxy_splice_step(w, u, c);
+        if (rc == RLB_RELAY_BAD) {
+            rlb_upstream_report(w, u->pool, u->backend, RLB_UPSTREAM_FAILED);
+            rlb__proxy_close_client(w, c, true);
+            return false;
+        }
+        if (rc == RLB_RELAY_CLIENT_GONE) {
+            rlb__proxy_close_client(w, c, true);
+            return false;
+        }
+        return rc == RLB_RELAY_DONE;
+    }
     bool progress = false;
     int rc = rlb__proxy_relay_body(w, u, q, t->resp_body, (t->flags & RLB_TF_RECHUNK) != 0, &t->resp_remaining,
                                    &t->resp_chunked, &progress);
+    if (rc == RLB_RELAY_DONE)
+        u->flags &= (uint16_t)~RLB_CF_SPLICE; /* the whole body had come with the buffers */
     if (rc == RLB_RELAY_BAD) {
         rlb_log_warn("invalid chunked response from %s: %s", w->cfg->pools[u->pool].backends[u->backend].addr.text,
                      t->resp_chunked.error_reason);

@@ -309,7 +309,10 @@ static void handle_recv(struct rlb_worker *w, struct rlb_conn *c, struct io_urin
             w->stats.enobufs++;
             add_starved(w, c);
         } else if (cqe->res == -ECANCELED) {
-            /* Paused for backpressure: whoever drains the input re-arms it. */
+            /* Paused for backpressure: whoever drains the input re-arms it.
+             * Paused to splice: the splice may start now. */
+            if (c->flags & RLB_CF_SPLICE)
+                rlb_proxy_input(w, c);
         } else {
             rlb_proxy_recv_end(w, c, cqe->res);
         }
@@ -371,6 +374,15 @@ static void handle_connect(struct rlb_worker *w, struct rlb_conn *c, struct io_u
     rlb_conn_try_free(w, c);
 }
 
+static void handle_poll(struct rlb_worker *w, struct rlb_conn *c)
+{
+    c->ops--;
+    c->flags &= (uint16_t)~RLB_CF_POLL_ARMED;
+    if (!rlb_conn_is_closing(c))
+        rlb_proxy_splice_ready(w, c);
+    rlb_conn_try_free(w, c);
+}
+
 static void handle_cqe(struct rlb_worker *w, struct io_uring_cqe *cqe)
 {
     uint64_t ud = cqe->user_data;
@@ -407,6 +419,9 @@ static void handle_cqe(struct rlb_worker *w, struct io_uring_cqe *cqe)
         break;
     case RLB_OP_CONNECT:
         handle_connect(w, c, cqe);
+        break;
+    case RLB_OP_POLL:
+        handle_poll(w, c);
         break;
     default:
         break;

@@ -162,6 +162,7 @@ struct rlb_buffers_cfg {
     uint32_t client_count; /* client-side provided buffers per worker; default 1024 */
     uint32_t client_size;  /* bytes per client-side buffer; default 16384 */
     uint32_t zerocopy_min; /* sends of at least this many bytes use send-zero-copy; 0 (default): never */
+    uint32_t splice_min;   /* response bodies with at least this much left move by splice(2); 0: never; default 128 KiB */
 };
 
 struct rlb_config {

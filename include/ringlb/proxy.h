@@ -12,6 +12,9 @@ void rlb_proxy_destroy(struct rlb_worker *w);
 void rlb_proxy_accepted(struct rlb_worker *w, struct rlb_conn *c);
 /* New bytes are in c's input queue. */
 void rlb_proxy_input(struct rlb_worker *w, struct rlb_conn *c);
+
+/* A socket whose body bytes move by splice(2) became ready. */
+void rlb_proxy_splice_ready(struct rlb_worker *w, struct rlb_conn *c);
 /* c's multishot recv ended: <res> is 0 (EOF) or a negative errno. */
 void rlb_proxy_recv_end(struct rlb_worker *w, struct rlb_conn *c, int res);
 /* A send of c's finished with <res> (bytes or -errno). */

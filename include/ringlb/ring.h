@@ -14,6 +14,7 @@ enum rlb_op {
     RLB_OP_CONNECT,
     RLB_OP_CANCEL,  /* completion ignored */
     RLB_OP_WAKE,    /* eventfd read: the main thread wants attention */
+    RLB_OP_POLL,    /* readiness of a connection whose bytes move by splice(2) */
 };
 
 /* user_data = op (8 bits) | slot index (24 bits) | slot generation (32 bits).

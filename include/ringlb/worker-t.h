@@ -49,6 +49,8 @@ enum rlb_upstream_state {
 #define RLB_CF_ABORT 0x0080          /* closing without a graceful shutdown */
 #define RLB_CF_SEND_ZC 0x0200         /* the send in flight is a send-zero-copy */
 #define RLB_CF_INFLIGHT 0x0400        /* upstream: counted in its backend's in-flight requests */
+#define RLB_CF_SPLICE 0x0800          /* upstream: the response body moves by splice(2); no recv posted */
+#define RLB_CF_POLL_ARMED 0x1000      /* a poll for splice readiness is posted */
 
 enum rlb_resp_state {
     RLB_RS_HEAD = 0,
@@ -94,6 +96,10 @@ struct rlb_txn {
     uint16_t status;
     uint64_t resp_remaining;
     struct rlb_chunked_decoder resp_chunked;
+
+    /* Splicing the response body: upstream socket -> pipe -> client socket. */
+    int pipe_r, pipe_w;          /* -1 when no pipe is held */
+    uint32_t pipe_bytes;         /* in the pipe, not yet sent to the client */
 
     /* The request head kept for a replay on a fresh connection (reference held). */
     int32_t replay_bid;
@@ -171,6 +177,7 @@ struct rlb_worker_stats {
     uint64_t failovers;     /* requests served by a backup pool */
     uint64_t enobufs;
     uint64_t zc_sends;      /* send-zero-copy operations */
+    uint64_t splices;       /* response bodies moved by splice(2) */
     uint64_t shed;          /* slow clients closed to win buffers back */
     uint64_t timeouts;
     struct rlb_ring_counters ring;
@@ -194,6 +201,8 @@ struct rlb_worker {
     unsigned ring_flags;               /* IORING_SETUP_* actually in use */
     struct rlb_bufs bufs;
     struct rlb_outq_pool outqs;
+    int (*pipes)[2];                   /* empty pipes kept for splicing, [read, write] */
+    uint32_t num_pipes;
     struct rlb_txn *txn_free;
     struct rlb_timers timers;
 

@@ -21,7 +21,7 @@ class ZeroCopyTest(H.ProxyTestCase):
         port = H.free_port()
         p = self.proxy({
             "workers": 1,
-            "buffers": {"count": 128, "size": "32k", "zerocopy_min": "16k"},
+            "buffers": {"count": 128, "size": "32k", "zerocopy_min": "16k", "splice_min": 0},
             "listeners": [{"address": "127.0.0.1:%d" % port}],
             "pools": [{"name": "down", "backends": [down.address]}, {"name": "up", "backends": [up.address]}],
             "vhosts": [{"hosts": ["*"], "routes": [{"path": "/", "pool": "down"}, {"path": "/up", "pool": "up"}]}],
@@ -53,7 +53,7 @@ class ZeroCopyTest(H.ProxyTestCase):
         port = H.free_port()
         self.proxy({
             "workers": 1,
-            "buffers": {"count": 64, "size": "64k", "zerocopy_min": "4k"},
+            "buffers": {"count": 64, "size": "64k", "zerocopy_min": "4k", "splice_min": 0},
             "listeners": [{"address": "127.0.0.1:%d" % port}],
             "pools": [{"name": "c", "backends": [chunky.address]}],
             "vhosts": [{"hosts": ["*"], "routes": [{"path": "/", "pool": "c"}]}],
@@ -69,7 +69,7 @@ class ZeroCopyTest(H.ProxyTestCase):
         down = self.backend("download", size=4 * 1024 * 1024)
         port = H.free_port()
         p = self.proxy(args=["--listen", "127.0.0.1:%d" % port, "--backend", down.address, "--workers", "1",
-                             "--zerocopy-min", "16k"])
+                             "--zerocopy-min", "16k", "--splice-min", "0"])
         r = H.get_once(port, "/x", timeout=10)
         self.assertEqual(len(r.body), 4 * 1024 * 1024)
         os.kill(p.proc.pid, signal.SIGUSR1)
