@@ -1,7 +1,8 @@
 /* Consistent hashing through a Maglev table: the request's key hash selects an entry, the entry names the
- * backend. The table is built from the configured weights and never changes with health: when the entry's
- * backend is down, ejected or already tried, the pick walks on to the following entries and takes the first
- * usable one. Entries are spread over the table by the permutations, so the keys of an unavailable backend
+ * backend. In the server the table comes from the health board, which rebuilds it without the backends the
+ * checker holds down (true Maglev disruption); a state without one builds its own from the configured weights.
+ * When the entry's backend is unusable for this pick (ejected by this worker, down but not yet rebuilt away,
+ * or already tried), the pick walks on to the following entries and takes the first usable one. Entries are spread over the table by the permutations, so the keys of an unavailable backend
  * scatter over all the others, and every other key keeps its backend.
  *
  * Bounded load (consistent hashing with bounded loads, Mirrokni, Thorup and Zadimoghaddam, SODA 2018): with
