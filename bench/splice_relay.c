@@ -23,109 +23,33 @@
  *   epoll-copy  the same epoll loop, but backend -> client is recv/send through a 64 KiB buffer like the other
  *               direction: the copy baseline for the epoll mode.
  * In the io_uring modes the io-wq workers are confined to the CPUs the process may run on
- * (IORING_REGISTER_IOWQ_AFF), so pinning the relay with taskset pins its workers too. */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
-#include <arpa/inet.h>
-#include <errno.h>
+ * (IORING_REGISTER_IOWQ_AFF), so pinning the relay with taskset pins its workers too.
+ *
+ * The parts it shares with bench_relay (setup, slots, the io_uring loop and its copy direction) are in relay_common.h. */
 #include <fcntl.h>
-#include <liburing.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <sched.h>
-#include <signal.h>
-#include <stdbool.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
-#include <sys/signalfd.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
-#define MAX_BACKENDS 16
-#define MAX_PAIRS 8192
-#define BUF_SIZE (64 * 1024)
-#define RING_ENTRIES 4096
-#define DEFAULT_PIPE_SIZE (1024 * 1024)
+#define RELAY_NAME "bench_splice_relay"
+#define RELAY_PAIR_EXTRA                                                                                               \
+    int pipe[2];       /* [0] read end, [1] write end; kept for the slot's next tenants while empty */                 \
+    uint32_t pipe_len; /* bytes spliced into the pipe and not yet out of it */
+#define RELAY_EXTRA                                                                                                    \
+    enum mode mode;                                                                                                    \
+    int epoll_fd;                                                                                                      \
+    uint32_t pipe_size;                                                                                                \
+    uint64_t short_splices, splice_eagain, pipe_failed, close_on_error;                                                \
+    uint64_t splices_in, splices_out, bytes_spliced;
 
 enum mode { MODE_URING, MODE_URING_POLL, MODE_EPOLL, MODE_EPOLL_COPY };
 
-enum op {
-    OP_ACCEPT = 1,
-    OP_SIGNAL,
-    OP_CONNECT,
-    OP_RECV,
-    OP_SEND,
-    OP_SPLICE_IN,  /* backend socket -> pipe */
-    OP_SPLICE_OUT, /* pipe -> client socket */
-    OP_POLL,       /* only posts a CQE when it fails (IOSQE_CQE_SKIP_SUCCESS); not counted in pending */
-    OP_SHUTDOWN,
-    OP_CLOSE,
-};
+#include "relay_common.h"
 
-/* dir 0 copies client -> backend; dir 1 (backend -> client) only uses the buffer in epoll-copy mode. */
-struct direction {
-    char *buf; /* owned by the pair, allocated on first use and kept for the slot's next tenants */
-    uint32_t len;
-    uint32_t off;
-};
-
-struct pair {
-    int fd[2];   /* [0] client, [1] backend */
-    int pipe[2]; /* [0] read end, [1] write end; kept for the slot's next tenants while empty */
-    uint32_t pipe_len; /* bytes spliced into the pipe and not yet out of it */
-    uint32_t pending;  /* SQEs submitted for this pair whose CQE has not arrived yet */
-    uint16_t gen;
-    bool in_use;
-    bool closing;
-    struct direction dir[2];
-    uint32_t next_free;
-};
-
-struct relay {
-    enum mode mode;
-    struct io_uring ring;
-    int epoll_fd;
-    int listen_fd;
-    int sig_fd;
-    uint32_t pipe_size;
-    struct signalfd_siginfo siginfo;
-    struct sockaddr_in backends[MAX_BACKENDS];
-    uint32_t num_backends;
-    uint32_t next_backend;
-    struct pair *pairs;
-    uint32_t free_head; /* MAX_PAIRS: none free */
-    bool stop;
-    /* Abnormal events, counted rather than logged: logging would distort the very thing being measured. */
-    uint64_t accept_rejected, connect_failed, short_sends, short_splices, splice_eagain, pipe_failed, close_on_error;
-    uint64_t splices_in, splices_out, bytes_spliced;
-};
+#define DEFAULT_PIPE_SIZE (1024 * 1024)
 
 /* ---------------------------------------------------------------------------------------------------------------
- * Shared setup */
-
-static int parse_addr(const char *text, struct sockaddr_in *sa)
-{
-    char host[64];
-    const char *colon = strrchr(text, ':');
-    if (!colon || (size_t)(colon - text) >= sizeof(host))
-        return -1;
-    memcpy(host, text, (size_t)(colon - text));
-    host[colon - text] = '\0';
-    char *end;
-    long port = strtol(colon + 1, &end, 10);
-    if (*end || port <= 0 || port > 65535)
-        return -1;
-    memset(sa, 0, sizeof(*sa));
-    sa->sin_family = AF_INET;
-    sa->sin_port = htons((uint16_t)port);
-    return inet_pton(AF_INET, host, &sa->sin_addr) == 1 ? 0 : -1;
-}
+ * Slots: bench_relay's, plus one pipe each */
 
 /* The pair's pipe, created on first use and kept while it is empty. Returns -1 if it cannot be made. */
 static int ensure_pipe(struct relay *r, struct pair *p)
@@ -145,7 +69,15 @@ static int ensure_pipe(struct relay *r, struct pair *p)
     return 0;
 }
 
-static void drop_pipe(struct pair *p)
+static bool pair_open(struct relay *r, struct pair *p)
+{
+    p->pipe_len = 0;
+    if (!ensure_buf(&p->dir[0]) || (r->mode == MODE_EPOLL_COPY && !ensure_buf(&p->dir[1])))
+        return false;
+    return r->mode == MODE_EPOLL_COPY || ensure_pipe(r, p) == 0;
+}
+
+static void pair_release(struct relay *r, struct pair *p)
 {
     /* A pipe with bytes left in it belongs to the old tenant's stream: throw it away rather than drain it. */
     if (p->pipe_len && p->pipe[0] >= 0) {
@@ -156,107 +88,8 @@ static void drop_pipe(struct pair *p)
     p->pipe_len = 0;
 }
 
-/* Takes a free slot for client fd cfd, with a fresh backend socket. Returns the slot index or -1 (cfd closed). */
-static int take_pair(struct relay *r, int cfd, int backend_flags)
-{
-    if (r->free_head == MAX_PAIRS) {
-        r->accept_rejected++;
-        close(cfd);
-        return -1;
-    }
-    int bfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | backend_flags, 0);
-    if (bfd < 0) {
-        r->accept_rejected++;
-        close(cfd);
-        return -1;
-    }
-    /* Without TCP_NODELAY a response split over two sends could sit behind Nagle until the peer's delayed ACK. */
-    int one = 1;
-    setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    setsockopt(bfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-
-    uint32_t idx = r->free_head;
-    struct pair *p = &r->pairs[idx];
-    r->free_head = p->next_free;
-    p->fd[0] = cfd;
-    p->fd[1] = bfd;
-    p->pending = 0;
-    p->pipe_len = 0;
-    p->in_use = true;
-    p->closing = false;
-    for (int d = 0; d < 2; d++) {
-        p->dir[d].len = p->dir[d].off = 0;
-        bool need = d == 0 || r->mode == MODE_EPOLL_COPY;
-        if (need && !p->dir[d].buf && !(p->dir[d].buf = malloc(BUF_SIZE)))
-            return -(int)idx - 2;
-    }
-    if (r->mode != MODE_EPOLL_COPY && ensure_pipe(r, p) < 0)
-        return -(int)idx - 2;
-    return (int)idx;
-}
-
-static void release_slot(struct relay *r, uint32_t idx)
-{
-    struct pair *p = &r->pairs[idx];
-    drop_pipe(p);
-    p->in_use = false;
-    p->gen++;
-    p->next_free = r->free_head;
-    r->free_head = idx;
-}
-
 /* ---------------------------------------------------------------------------------------------------------------
  * io_uring modes */
-
-/* op in bits 56..63, direction in bit 48, slot generation in 32..47, slot index in 0..31. The generation catches a
- * CQE for a slot that was freed and reused, which would be a bug in the pending-count bookkeeping. */
-static uint64_t pack(enum op op, uint32_t dir, uint16_t gen, uint32_t idx)
-{
-    return (uint64_t)op << 56 | (uint64_t)dir << 48 | (uint64_t)gen << 32 | idx;
-}
-
-static struct io_uring_sqe *get_sqe(struct relay *r)
-{
-    struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
-    while (!sqe) {
-        io_uring_submit(&r->ring);
-        sqe = io_uring_get_sqe(&r->ring);
-    }
-    return sqe;
-}
-
-static void arm_accept(struct relay *r)
-{
-    struct io_uring_sqe *sqe = get_sqe(r);
-    io_uring_prep_multishot_accept(sqe, r->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-    io_uring_sqe_set_data64(sqe, pack(OP_ACCEPT, 0, 0, 0));
-}
-
-static void arm_signal(struct relay *r)
-{
-    struct io_uring_sqe *sqe = get_sqe(r);
-    io_uring_prep_read(sqe, r->sig_fd, &r->siginfo, sizeof(r->siginfo), 0);
-    io_uring_sqe_set_data64(sqe, pack(OP_SIGNAL, 0, 0, 0));
-}
-
-static void submit_recv(struct relay *r, uint32_t idx)
-{
-    struct pair *p = &r->pairs[idx];
-    struct io_uring_sqe *sqe = get_sqe(r);
-    io_uring_prep_recv(sqe, p->fd[0], p->dir[0].buf, BUF_SIZE, 0);
-    io_uring_sqe_set_data64(sqe, pack(OP_RECV, 0, p->gen, idx));
-    p->pending++;
-}
-
-static void submit_send(struct relay *r, uint32_t idx)
-{
-    struct pair *p = &r->pairs[idx];
-    struct direction *dir = &p->dir[0];
-    struct io_uring_sqe *sqe = get_sqe(r);
-    io_uring_prep_send(sqe, p->fd[1], dir->buf + dir->off, dir->len - dir->off, MSG_NOSIGNAL);
-    io_uring_sqe_set_data64(sqe, pack(OP_SEND, 0, p->gen, idx));
-    p->pending++;
-}
 
 /* In uring-poll mode: a POLL_ADD that, once fd is ready, starts the SQE that follows it. */
 static void submit_poll_link(struct relay *r, int fd, unsigned mask)
@@ -267,139 +100,63 @@ static void submit_poll_link(struct relay *r, int fd, unsigned mask)
     sqe->flags |= IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS;
 }
 
+/* A splice for the pair in slot idx. In uring-poll mode it does not block, and it waits behind a poll for poll_mask
+ * on poll_fd unless that is -1. */
+static void submit_splice(struct relay *r, uint32_t idx, enum op op, int fd_in, int fd_out, uint32_t len, int poll_fd,
+                          unsigned poll_mask)
+{
+    struct pair *p = &r->pairs[idx];
+    unsigned flags = SPLICE_F_MOVE;
+    if (r->mode == MODE_URING_POLL) {
+        if (poll_fd >= 0)
+            submit_poll_link(r, poll_fd, poll_mask);
+        flags |= SPLICE_F_NONBLOCK;
+    }
+    struct io_uring_sqe *sqe = get_sqe(r);
+    io_uring_prep_splice(sqe, fd_in, -1, fd_out, -1, len, flags);
+    io_uring_sqe_set_data64(sqe, pack(op, 1, p->gen, idx));
+    p->pending++;
+}
+
 static void submit_splice_in(struct relay *r, uint32_t idx)
 {
     struct pair *p = &r->pairs[idx];
-    unsigned flags = SPLICE_F_MOVE;
-    if (r->mode == MODE_URING_POLL) {
-        submit_poll_link(r, p->fd[1], POLLIN);
-        flags |= SPLICE_F_NONBLOCK;
-    }
-    struct io_uring_sqe *sqe = get_sqe(r);
-    io_uring_prep_splice(sqe, p->fd[1], -1, p->pipe[1], -1, r->pipe_size, flags);
-    io_uring_sqe_set_data64(sqe, pack(OP_SPLICE_IN, 1, p->gen, idx));
-    p->pending++;
+    submit_splice(r, idx, OP_SPLICE_IN, p->fd[1], p->pipe[1], r->pipe_size, p->fd[1], POLLIN);
     r->splices_in++;
 }
 
+/* The pipe -> socket splice is tried directly and gets the poll only after -EAGAIN. */
 static void submit_splice_out(struct relay *r, uint32_t idx, bool after_eagain)
 {
     struct pair *p = &r->pairs[idx];
-    unsigned flags = SPLICE_F_MOVE;
-    if (r->mode == MODE_URING_POLL) {
-        if (after_eagain)
-            submit_poll_link(r, p->fd[0], POLLOUT);
-        flags |= SPLICE_F_NONBLOCK;
-    }
-    struct io_uring_sqe *sqe = get_sqe(r);
-    io_uring_prep_splice(sqe, p->pipe[0], -1, p->fd[0], -1, p->pipe_len, flags);
-    io_uring_sqe_set_data64(sqe, pack(OP_SPLICE_OUT, 1, p->gen, idx));
-    p->pending++;
+    submit_splice(r, idx, OP_SPLICE_OUT, p->pipe[0], p->fd[0], p->pipe_len, after_eagain ? p->fd[0] : -1, POLLOUT);
     r->splices_out++;
 }
 
-static void free_pair(struct relay *r, uint32_t idx)
+static void handle_pair_cqe(struct relay *r, enum op op, uint32_t d, uint32_t idx, int res)
 {
     struct pair *p = &r->pairs[idx];
-    for (int i = 0; i < 2; i++) {
-        if (p->fd[i] < 0)
-            continue;
-        struct io_uring_sqe *sqe = get_sqe(r);
-        io_uring_prep_close(sqe, p->fd[i]);
-        io_uring_sqe_set_data64(sqe, pack(OP_CLOSE, 0, 0, 0));
-        p->fd[i] = -1;
-    }
-    release_slot(r, idx);
-}
-
-/* As in bench_relay: shut the sockets down so that what is in flight on them completes, free once all is in. */
-static void close_pair(struct relay *r, uint32_t idx)
-{
-    struct pair *p = &r->pairs[idx];
-    if (p->closing)
-        return;
-    p->closing = true;
-    for (int i = 0; i < 2; i++) {
-        if (p->fd[i] < 0)
-            continue;
-        struct io_uring_sqe *sqe = get_sqe(r);
-        io_uring_prep_shutdown(sqe, p->fd[i], SHUT_RDWR);
-        io_uring_sqe_set_data64(sqe, pack(OP_SHUTDOWN, 0, p->gen, idx));
-        p->pending++;
-    }
-    if (p->pending == 0)
-        free_pair(r, idx);
-}
-
-static void handle_accept(struct relay *r, struct io_uring_cqe *cqe)
-{
-    if (!(cqe->flags & IORING_CQE_F_MORE) && !r->stop)
-        arm_accept(r);
-    if (cqe->res < 0)
-        return;
-    int ret = take_pair(r, cqe->res, 0);
-    if (ret == -1)
-        return;
-    if (ret < -1) {
-        close_pair(r, (uint32_t)(-ret - 2));
-        return;
-    }
-    uint32_t idx = (uint32_t)ret;
-    struct pair *p = &r->pairs[idx];
-    const struct sockaddr_in *sa = &r->backends[r->next_backend++ % r->num_backends];
-    struct io_uring_sqe *sqe = get_sqe(r);
-    io_uring_prep_connect(sqe, p->fd[1], (const struct sockaddr *)sa, sizeof(*sa));
-    io_uring_sqe_set_data64(sqe, pack(OP_CONNECT, 0, p->gen, idx));
-    p->pending++;
-}
-
-static void handle_pair_cqe(struct relay *r, enum op op, uint32_t idx, int res)
-{
-    struct pair *p = &r->pairs[idx];
-    p->pending--;
-    if (res < 0 && res != -EAGAIN && !p->closing)
-        r->close_on_error++;
     if (p->closing) {
         /* Keep counting what the pipe holds: a slot whose pipe is not empty must not pass it to the next tenant. */
         if (op == OP_SPLICE_IN && res > 0)
             p->pipe_len += (uint32_t)res;
         else if (op == OP_SPLICE_OUT && res > 0)
             p->pipe_len -= (uint32_t)res;
-        if (p->pending == 0)
-            free_pair(r, idx);
-        return;
+    } else if (res < 0 && res != -EAGAIN) {
+        r->close_on_error++;
     }
+    if (pair_cqe_closing(r, idx))
+        return;
     switch (op) {
     case OP_CONNECT:
-        if (res < 0) {
-            r->connect_failed++;
-            close_pair(r, idx);
-            return;
+        if (connect_ok(r, idx, res)) {
+            submit_recv(r, idx, 0);
+            submit_splice_in(r, idx);
         }
-        submit_recv(r, idx);
-        submit_splice_in(r, idx);
         return;
     case OP_RECV:
-        if (res <= 0) {
-            close_pair(r, idx);
-            return;
-        }
-        p->dir[0].len = (uint32_t)res;
-        p->dir[0].off = 0;
-        submit_send(r, idx);
-        return;
     case OP_SEND:
-        if (res <= 0) {
-            close_pair(r, idx);
-            return;
-        }
-        p->dir[0].off += (uint32_t)res;
-        if (p->dir[0].off < p->dir[0].len) {
-            r->short_sends++;
-            submit_send(r, idx);
-        } else {
-            submit_recv(r, idx);
-        }
+        handle_copy_cqe(r, op, d, idx, res);
         return;
     case OP_SPLICE_IN:
         if (res == -EAGAIN) { /* uring-poll: readiness was spurious */
@@ -440,24 +197,13 @@ static void handle_pair_cqe(struct relay *r, enum op op, uint32_t idx, int res)
 
 static int setup_uring(struct relay *r)
 {
-    struct io_uring_params params = {0};
-    params.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
-    params.flags |= IORING_SETUP_CQSIZE;
-    params.cq_entries = RING_ENTRIES * 4;
-    int ret = io_uring_queue_init_params(RING_ENTRIES, &r->ring, &params);
-    if (ret < 0) {
-        params.flags = IORING_SETUP_CQSIZE;
-        ret = io_uring_queue_init_params(RING_ENTRIES, &r->ring, &params);
-    }
-    if (ret < 0) {
-        fprintf(stderr, "bench_splice_relay: io_uring_queue_init: %s\n", strerror(-ret));
+    if (setup_ring(r) < 0)
         return -1;
-    }
     /* io-wq workers do not inherit a sched_setaffinity() mask (only a cpuset's): confine them explicitly, or a
      * "pinned" relay would run its splices on the load generator's CPU. */
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof(set), &set) == 0) {
-        ret = io_uring_register_iowq_aff(&r->ring, sizeof(set), &set);
+        int ret = io_uring_register_iowq_aff(&r->ring, sizeof(set), &set);
         if (ret < 0)
             fprintf(stderr, "bench_splice_relay: io_uring_register_iowq_aff: %s\n", strerror(-ret));
     }
@@ -466,36 +212,8 @@ static int setup_uring(struct relay *r)
 
 static int run_uring(struct relay *r)
 {
-    arm_accept(r);
-    arm_signal(r);
-    while (!r->stop) {
-        int ret = io_uring_submit_and_wait(&r->ring, 1);
-        if (ret < 0 && ret != -EINTR) {
-            fprintf(stderr, "bench_splice_relay: io_uring_submit_and_wait: %s\n", strerror(-ret));
-            return 1;
-        }
-        struct io_uring_cqe *cqe;
-        unsigned head, seen = 0;
-        io_uring_for_each_cqe(&r->ring, head, cqe) {
-            uint64_t ud = cqe->user_data;
-            enum op op = (enum op)(ud >> 56);
-            uint32_t idx = (uint32_t)ud;
-            seen++;
-            if (op == OP_ACCEPT) {
-                handle_accept(r, cqe);
-            } else if (op == OP_SIGNAL) {
-                r->stop = true;
-            } else if (op != OP_CLOSE && op != OP_POLL) {
-                /* A failed linked poll needs nothing: the splice behind it completes with -ECANCELED. */
-                if (idx >= MAX_PAIRS || !r->pairs[idx].in_use || r->pairs[idx].gen != (uint16_t)(ud >> 32)) {
-                    fprintf(stderr, "bench_splice_relay: stale completion op %d slot %u\n", (int)op, idx);
-                    abort();
-                }
-                handle_pair_cqe(r, op, idx, cqe->res);
-            }
-        }
-        io_uring_cq_advance(&r->ring, seen);
-    }
+    if (run_uring_loop(r))
+        return 1;
     io_uring_queue_exit(&r->ring);
     return 0;
 }
@@ -517,6 +235,19 @@ static void epoll_close_pair(struct relay *r, uint32_t idx)
     release_slot(r, idx);
 }
 
+/* A pump's read of n bytes: 1 when it got some, else what the pump returns: 0 on EAGAIN (wait for an event), -1 on
+ * EOF (errno 0) or an error (close the pair). */
+static int read_outcome(ssize_t n)
+{
+    if (n > 0)
+        return 1;
+    if (n == 0) {
+        errno = 0; /* EOF, not an error */
+        return -1;
+    }
+    return errno == EAGAIN ? 0 : -1;
+}
+
 /* Copies from fd `from` to fd `to` through dir until EAGAIN. 0: wait for an event, -1: close the pair. */
 static int pump_copy(struct relay *r, int from, int to, struct direction *dir)
 {
@@ -531,12 +262,9 @@ static int pump_copy(struct relay *r, int from, int to, struct direction *dir)
             continue;
         }
         ssize_t n = recv(from, dir->buf, BUF_SIZE, 0);
-        if (n == 0) {
-            errno = 0; /* EOF, not an error */
-            return -1;
-        }
-        if (n < 0)
-            return errno == EAGAIN ? 0 : -1;
+        int ret = read_outcome(n);
+        if (ret <= 0)
+            return ret;
         dir->len = (uint32_t)n;
         dir->off = 0;
     }
@@ -557,12 +285,9 @@ static int pump_splice(struct relay *r, struct pair *p)
         }
         ssize_t n = splice(p->fd[1], NULL, p->pipe[1], NULL, r->pipe_size, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         r->splices_in++;
-        if (n == 0) {
-            errno = 0; /* EOF, not an error */
-            return -1;
-        }
-        if (n < 0)
-            return errno == EAGAIN ? 0 : -1;
+        int ret = read_outcome(n);
+        if (ret <= 0)
+            return ret;
         p->pipe_len = (uint32_t)n;
         r->bytes_spliced += (uint64_t)n;
     }
@@ -590,16 +315,12 @@ static void epoll_accept(struct relay *r)
         int cfd = accept4(r->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (cfd < 0)
             return; /* EAGAIN, or EMFILE and the like: the listener's edge comes back with the next client */
-        int ret = take_pair(r, cfd, SOCK_NONBLOCK);
-        if (ret == -1)
+        int ret = take_pair(r, cfd, SOCK_NONBLOCK, epoll_close_pair);
+        if (ret < 0)
             continue;
-        if (ret < -1) {
-            epoll_close_pair(r, (uint32_t)(-ret - 2));
-            continue;
-        }
         uint32_t idx = (uint32_t)ret;
         struct pair *p = &r->pairs[idx];
-        const struct sockaddr_in *sa = &r->backends[r->next_backend++ % r->num_backends];
+        const struct sockaddr_in *sa = next_backend(r);
         if (connect(p->fd[1], (const struct sockaddr *)sa, sizeof(*sa)) < 0 && errno != EINPROGRESS) {
             r->connect_failed++;
             epoll_close_pair(r, idx);
@@ -654,47 +375,10 @@ static int run_epoll(struct relay *r)
 
 static int setup(struct relay *r, const char *listen_text)
 {
-    struct sockaddr_in sa;
-    if (parse_addr(listen_text, &sa) < 0) {
-        fprintf(stderr, "bench_splice_relay: bad --listen address %s\n", listen_text);
+    if (setup_common(r, listen_text) < 0)
         return -1;
-    }
-    int one = 1;
-    r->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (r->listen_fd < 0 || setsockopt(r->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-        bind(r->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(r->listen_fd, 4096) < 0) {
-        fprintf(stderr, "bench_splice_relay: listen on %s: %s\n", listen_text, strerror(errno));
-        return -1;
-    }
-
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGTERM);
-    sigprocmask(SIG_BLOCK, &mask, NULL);
-    r->sig_fd = signalfd(-1, &mask, SFD_CLOEXEC);
-    if (r->sig_fd < 0) {
-        perror("bench_splice_relay: signalfd");
-        return -1;
-    }
-
-    /* Four fds per pair (two sockets, two pipe ends) plus slack. */
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
-
-    r->pairs = calloc(MAX_PAIRS, sizeof(*r->pairs));
-    if (!r->pairs)
-        return -1;
-    for (uint32_t i = 0; i < MAX_PAIRS; i++) {
-        r->pairs[i].fd[0] = r->pairs[i].fd[1] = -1;
+    for (uint32_t i = 0; i < MAX_PAIRS; i++)
         r->pairs[i].pipe[0] = r->pairs[i].pipe[1] = -1;
-        r->pairs[i].next_free = i + 1;
-    }
-    r->free_head = 0;
-
     if (r->mode == MODE_URING || r->mode == MODE_URING_POLL)
         return setup_uring(r);
     return 0;
@@ -714,16 +398,12 @@ int main(int argc, char **argv)
     const char *mode_text = "uring";
     r->pipe_size = DEFAULT_PIPE_SIZE;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--listen") && i + 1 < argc) {
-            listen_text = argv[++i];
-        } else if (!strcmp(argv[i], "--backend") && i + 1 < argc) {
-            if (r->num_backends == MAX_BACKENDS || parse_addr(argv[i + 1], &r->backends[r->num_backends]) < 0) {
-                fprintf(stderr, "bench_splice_relay: bad or too many --backend %s\n", argv[i + 1]);
-                return 2;
-            }
-            r->num_backends++;
-            i++;
-        } else if (!strcmp(argv[i], "--mode") && i + 1 < argc) {
+        int ret = parse_common_arg(r, argc, argv, &i, &listen_text);
+        if (ret < 0)
+            return 2;
+        if (ret > 0)
+            continue;
+        if (!strcmp(argv[i], "--mode") && i + 1 < argc) {
             mode_text = argv[++i];
         } else if (!strcmp(argv[i], "--pipe-size") && i + 1 < argc) {
             char *end;
@@ -777,19 +457,10 @@ int main(int argc, char **argv)
             (unsigned long long)r->splices_in, (unsigned long long)r->splices_out,
             (unsigned long long)r->short_splices, (unsigned long long)r->splice_eagain,
             (unsigned long long)r->bytes_spliced, (unsigned long long)r->close_on_error);
-    for (uint32_t i = 0; i < MAX_PAIRS; i++) {
-        struct pair *p = &r->pairs[i];
-        for (int j = 0; j < 2; j++) {
-            if (p->fd[j] >= 0)
-                close(p->fd[j]);
-            if (p->pipe[j] >= 0)
-                close(p->pipe[j]);
-        }
-        free(p->dir[0].buf);
-        free(p->dir[1].buf);
-    }
-    free(r->pairs);
-    close(r->listen_fd);
-    close(r->sig_fd);
+    for (uint32_t i = 0; i < MAX_PAIRS; i++)
+        for (int j = 0; j < 2; j++)
+            if (r->pairs[i].pipe[j] >= 0)
+                close(r->pairs[i].pipe[j]);
+    free_common(r);
     return status;
 }
