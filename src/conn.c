@@ -83,9 +83,16 @@ void rlb_conn_arm_recv(struct rlb_worker *w, struct rlb_conn *c)
     if (c->kind == RLB_CONN_UPSTREAM && c->state == RLB_US_CLOSING)
         return;
     struct io_uring_sqe *sqe = rlb_ring_sqe(&w->ring, &w->stats.ring);
-    /* Multishot with a provided buffer: no buffer is tied to the connection
-     * until bytes actually arrive, so idle connections cost no buffer memory. */
-    io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+    /* With a provided buffer: no buffer is tied to the connection until
+     * bytes actually arrive, so idle connections cost no buffer memory.
+     * Clients get a multishot receive. Backends get one buffer per receive
+     * when large bodies may be spliced: a multishot receive would drain
+     * everything already queued on the socket into buffers before the
+     * response head is even parsed, leaving nothing for the splice. */
+    if (c->kind == RLB_CONN_UPSTREAM && w->cfg->buffers.splice_min)
+        io_uring_prep_recv(sqe, c->fd, NULL, 0, 0);
+    else
+        io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = c->kind == RLB_CONN_CLIENT ? RLB_BUF_GROUP_CLIENT : RLB_BUF_GROUP_UPSTREAM;
     io_uring_sqe_set_data64(sqe, rlb_ud(recv_op(c), rlb_conn_slot(w, c), c->gen));
