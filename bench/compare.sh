@@ -7,6 +7,8 @@
 #   bench/compare.sh --quick              # 1 rep x 3 s, a subset (~3 min)
 #   bench/compare.sh --scenarios ka-1k,close-0,openloop --reps 5
 #   bench/compare.sh --scale              # adds 100 and 10,000-connection runs
+#   bench/compare.sh --scenarios ka-0,ka-1k --reps 5 --proxies ringlb,ringlb-lc,ringlb-p2c,ringlb-hash
+#                                         # ringlb's balancing algorithms against its round-robin row
 #
 # See bench/README.md for the options, scenarios, columns and the fairness notes.
 set -euo pipefail
@@ -48,6 +50,7 @@ DISTURB_PCT=5
 QUICK=0
 SCALE=0
 OUT=""
+RINGLB_MAX_IDLE=""
 
 DEFAULT_SCENARIOS="ka-0,ka-1k,ka-16k,ka-256k,ka-1m,close-0,close-1k,ka-1k-c1,ka-1k-c1000,upload-1m,openloop"
 QUICK_SCENARIOS="ka-0,ka-16k,ka-1m,close-0,ka-1k-c1000,upload-1m,openloop"
@@ -63,6 +66,8 @@ usage: $0 [options]
                          SIZE: bytes, or with k/m suffix (0, 1k, 16k, 256k, 1m); N: connections (default 64)
   --proxies LIST         rows, from ringlb,nginx,haproxy,envoy,caddy,h2o,varnish,relay,direct
                          (default: ringlb,nginx,haproxy, every installed one of envoy/caddy/h2o/varnish, relay, direct)
+                         plus, on request only, ringlb-lc, ringlb-p2c, ringlb-hash: the ringlb row's config
+                         with balance least_conn / p2c / hash (Maglev on the client address)
   --proxy-cpus LIST      taskset list for the proxies; one worker per CPU   (default: $PROXY_CPUS)
   --load-cpus LIST       taskset list for the load generator + backends     (default: $LOAD_CPUS)
   --duration SECS        measured seconds per run                           (default: $DURATION)
@@ -74,8 +79,10 @@ usage: $0 [options]
   --disturb-pct P        'other on proxy cores' above P% of a core = disturbed (default: $DISTURB_PCT)
   --wrk-threads N        wrk threads (default: one per load CPU)
   --backend-threads N    bench_backend threads (default: one per load CPU)
-  --port-base N          proxies listen on N+1..N+9                        (default: $PORT_BASE)
+  --port-base N          proxies listen on N+1..N+9, ringlb-lc/-p2c/-hash on N+10..N+12 (default: $PORT_BASE)
   --backend-ports A,B    the two backend ports                              (default: $BACKEND_PORT1,$BACKEND_PORT2)
+  --ringlb-max-idle N    keepalive.max_idle (per backend per worker) of every ringlb row (default: K/2, K in
+                         all over the two backends like nginx 'keepalive K'; K = max(64, largest connection count))
   --ringlb PATH  --backend-bin PATH  --relay-bin PATH  --openloop-bin PATH
   --out DIR              report directory (default: bench/results/<UTC timestamp>)
 EOF
@@ -91,6 +98,7 @@ while [ $# -gt 0 ]; do
         --quick) QUICK=1; shift ;;
         --scale) SCALE=1; shift ;;
         --ringlb) RINGLB=$2; shift 2 ;;
+        --ringlb-max-idle) RINGLB_MAX_IDLE=$2; shift 2 ;;
         --backend-bin) BACKEND_BIN=$2; shift 2 ;;
         --relay-bin) RELAY_BIN=$2; shift 2 ;;
         --openloop-bin) OPENLOOP_BIN=$2; shift 2 ;;
@@ -129,11 +137,17 @@ for v in DURATION WARMUP REPS PORT_BASE BACKEND_PORT1 BACKEND_PORT2 MAX_RETRIES 
 done
 [[ $DISTURB_PCT =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--disturb-pct must be a number"
 [ -z "$RATE" ] || { is_uint "$RATE" && [ "$RATE" -ge 1 ]; } || die "--rate must be a positive integer"
+[ -z "$RINGLB_MAX_IDLE" ] || is_uint "$RINGLB_MAX_IDLE" || die "--ringlb-max-idle must be a non-negative integer"
 [ "$DURATION" -ge 1 ] && [ "$REPS" -ge 1 ] || die "duration and reps must be >= 1"
 
 PORT_RINGLB=$((PORT_BASE + 1)); PORT_NGINX=$((PORT_BASE + 2)); PORT_HAPROXY=$((PORT_BASE + 3))
 PORT_RELAY=$((PORT_BASE + 4)); PORT_ENVOY=$((PORT_BASE + 5)); PORT_CADDY=$((PORT_BASE + 6))
 PORT_H2O=$((PORT_BASE + 7)); PORT_VARNISH=$((PORT_BASE + 8)); PORT_VARNISH_ADMIN=$((PORT_BASE + 9))
+# ringlb rows: the same binary and config, one balancing algorithm each (ringlb-* only on request)
+declare -A RINGLB_BALANCE=([ringlb]=round_robin [ringlb-lc]=least_conn [ringlb-p2c]=p2c [ringlb-hash]=hash)
+declare -A RINGLB_PORT=([ringlb]=$PORT_RINGLB [ringlb-lc]=$((PORT_BASE + 10)) [ringlb-p2c]=$((PORT_BASE + 11))
+    [ringlb-hash]=$((PORT_BASE + 12)))
+is_ringlb() { [ -n "${RINGLB_BALANCE[$1]:-}" ]; }
 
 # --------------------------------------------------------------- cpu sets
 NCPU=$(getconf _NPROCESSORS_ONLN)
@@ -190,7 +204,7 @@ IFS=, read -r -a PROXY_LIST <<<"$PROXIES"
 declare -A SKIP=()          # row -> reason it is skipped for the whole run
 for p in "${PROXY_LIST[@]}"; do
     case "$p" in
-        ringlb) [ -x "$RINGLB" ] || SKIP[$p]="binary '$RINGLB' not found" ;;
+        ringlb|ringlb-lc|ringlb-p2c|ringlb-hash) [ -x "$RINGLB" ] || SKIP[$p]="binary '$RINGLB' not found" ;;
         nginx) [ -x "$NGINX_BIN" ] || die "nginx not found at $NGINX_BIN (apt-get install -y nginx-light)" ;;
         haproxy) [ -x "$HAPROXY_BIN" ] || die "haproxy not found at $HAPROXY_BIN (apt-get install -y haproxy)" ;;
         envoy) [ -n "$ENVOY_BIN" ] || SKIP[$p]="envoy not installed" ;;
@@ -262,7 +276,12 @@ SCEN_LIST+=("${OPENLOOP_SCENS[@]+"${OPENLOOP_SCENS[@]}"}")
 [ ${#SCEN_LIST[@]} -gt 0 ] || die "no scenarios"
 
 port_busy() { [ -n "$(ss -Htln "sport = :$1" 2>/dev/null)" ]; }
-for p in "$BACKEND_PORT1" "$BACKEND_PORT2" $(seq $((PORT_BASE + 1)) $((PORT_BASE + 9))); do
+EXTRA_PORTS=()              # the ports of the ringlb-* rows, checked only when they run
+for p in "${PROXY_LIST[@]}"; do
+    [ "$p" = ringlb ] || ! is_ringlb "$p" || EXTRA_PORTS+=("${RINGLB_PORT[$p]}")
+done
+for p in "$BACKEND_PORT1" "$BACKEND_PORT2" $(seq $((PORT_BASE + 1)) $((PORT_BASE + 9))) \
+    "${EXTRA_PORTS[@]+"${EXTRA_PORTS[@]}"}"; do
     port_busy "$p" && die "port $p is already in use (see: ss -ltnp 'sport = :$p'); free it or use --port-base/--backend-ports"
 done
 
@@ -280,6 +299,14 @@ KEEP=$MAXC                                   # idle upstream connections kept (p
 HAP_MAXCONN=$((MAXC + 1000))
 [ "$HAP_MAXCONN" -le $(((NOFILE - 100) / 2)) ] || HAP_MAXCONN=$(((NOFILE - 100) / 2))
 RINGLB_MAXCONN=$((2 * MAXC + 1000))
+RINGLB_IDLE_NOTE="per backend per worker: $KEEP in all, like nginx 'keepalive $KEEP'"
+RINGLB_MAX_IDLE_SET=0
+if [ -n "$RINGLB_MAX_IDLE" ]; then
+    RINGLB_MAX_IDLE_SET=1
+    RINGLB_IDLE_NOTE="per backend per worker: set with --ringlb-max-idle (default $(((KEEP + 1) / 2)))"
+else
+    RINGLB_MAX_IDLE=$(((KEEP + 1) / 2))
+fi
 [ "$RINGLB_MAXCONN" -ge 16384 ] || RINGLB_MAXCONN=16384
 NGINX_WCONN=$((2 * MAXC + 1000))
 
@@ -431,20 +458,30 @@ wait_port_free() {
 # ------------------------------------------------------------ configs
 # Every proxy: the two backends, round-robin, upstream keep-alive (up to $KEEP idle
 # connections per worker), no access log, $WORKERS worker(s).
-write_configs() {
-    cat >"$OUT/ringlb.yaml" <<EOF
+write_ringlb_yaml() { # write_ringlb_yaml ROW: $OUT/ROW.yaml; the ringlb rows differ in port and balance only
+    local row=$1 hash_note="" max_idle=$RINGLB_MAX_IDLE idle_note=$RINGLB_IDLE_NOTE
+    if [ "${RINGLB_BALANCE[$row]}" = hash ]; then
+        hash_note="   # key: client_ip (the default): wrk's one client address maps to one backend"
+        # nginx's 'keepalive K' is per pool: when hashing puts every connection on one
+        # backend, the pool's whole idle budget may sit there.
+        if [ "$RINGLB_MAX_IDLE_SET" = 0 ]; then
+            max_idle=$KEEP
+            idle_note="the pool's whole budget, as nginx 'keepalive $KEEP': hashing puts it all on one backend"
+        fi
+    fi
+    cat >"$OUT/$row.yaml" <<EOF
 # generated by bench/compare.sh
 workers: $WORKERS
 max_connections: $RINGLB_MAXCONN
 listeners:
   - name: bench
-    address: 127.0.0.1:$PORT_RINGLB
+    address: 127.0.0.1:${RINGLB_PORT[$row]}
     backlog: 4096
 pools:
   - name: backends
-    balance: round_robin
+    balance: ${RINGLB_BALANCE[$row]}$hash_note
     keepalive:
-      max_idle: $(((KEEP + 1) / 2))   # per backend per worker: $KEEP in all, like nginx 'keepalive $KEEP'
+      max_idle: $max_idle   # $idle_note
       idle_timeout: 60s
     backends:
       - 127.0.0.1:$BACKEND_PORT1
@@ -455,6 +492,13 @@ vhosts:
       - path: /
         pool: backends
 EOF
+}
+write_configs() {
+    local p
+    write_ringlb_yaml ringlb
+    for p in "${PROXY_LIST[@]}"; do
+        [ "$p" = ringlb ] || ! is_ringlb "$p" || write_ringlb_yaml "$p"
+    done
     cat >"$OUT/nginx.conf" <<EOF
 # generated by bench/compare.sh
 worker_processes $WORKERS;
@@ -651,6 +695,9 @@ RELAY_ARGS=(--listen "127.0.0.1:$PORT_RELAY" --backend "127.0.0.1:$BACKEND_PORT1
 write_configs
 {
     echo "ringlb:  taskset -c $PROXY_CPUS $RINGLB -c $OUT/ringlb.yaml"
+    for p in "${PROXY_LIST[@]}"; do
+        [ "$p" = ringlb ] || ! is_ringlb "$p" || echo "$p: taskset -c $PROXY_CPUS $RINGLB -c $OUT/$p.yaml"
+    done
     echo "nginx:   taskset -c $PROXY_CPUS $NGINX_BIN -e $OUT/logs/nginx-error.log -c $OUT/nginx.conf"
     echo "haproxy: taskset -c $PROXY_CPUS $HAPROXY_BIN -db -f $OUT/haproxy.cfg"
     echo "envoy:   taskset -c $PROXY_CPUS ${ENVOY_BIN:-envoy} -c $OUT/envoy.yaml --concurrency $WORKERS --disable-hot-restart -l warning"
@@ -674,7 +721,7 @@ check_config() { # check_config NAME CMD...: a rejected config skips that row
 for p in "${PROXY_LIST[@]}"; do
     [ -z "${SKIP[$p]:-}" ] || continue
     case "$p" in
-        ringlb) check_config ringlb "$RINGLB" -t -c "$OUT/ringlb.yaml" ;;
+        ringlb|ringlb-*) check_config "$p" "$RINGLB" -t -c "$OUT/$p.yaml" ;;
         nginx) check_config nginx "$NGINX_BIN" -t -q -e "$OUT/logs/nginx-error.log" -c "$OUT/nginx.conf" ;;
         haproxy) check_config haproxy "$HAPROXY_BIN" -c -q -f "$OUT/haproxy.cfg" ;;
         envoy) check_config envoy "$ENVOY_BIN" --mode validate -c "$OUT/envoy.yaml" ;;
@@ -736,6 +783,7 @@ fi
     echo "nofile=$NOFILE"
     echo "conn_cap=$CONN_CAP"
     echo "upstream_keepalive_idle=$KEEP"
+    [ "$RINGLB_MAX_IDLE_SET" = 0 ] || echo "ringlb_max_idle=$RINGLB_MAX_IDLE"
     echo "clk_tck=$CLK_TCK"
     echo "nginx=$("$NGINX_BIN" -v 2>&1 | sed 's/^nginx version: //')"
     echo "haproxy=$("$HAPROXY_BIN" -v 2>/dev/null | head -1 | awk '{print $3}')"
@@ -801,8 +849,8 @@ PORT=""
 start_proxy() { # start_proxy NAME TAG -> PROXY_PID, PORT
     local name=$1 tag=$2 lf="$OUT/logs/$1-$2.log"
     case "$name" in
-        ringlb) PORT=$PORT_RINGLB
-            taskset -c "$PROXY_CPUS" "$RINGLB" -c "$OUT/ringlb.yaml" >"$lf" 2>&1 & ;;
+        ringlb|ringlb-*) PORT=${RINGLB_PORT[$name]}
+            taskset -c "$PROXY_CPUS" "$RINGLB" -c "$OUT/$name.yaml" >"$lf" 2>&1 & ;;
         nginx) PORT=$PORT_NGINX
             taskset -c "$PROXY_CPUS" "$NGINX_BIN" -e "$OUT/logs/nginx-error.log" -c "$OUT/nginx.conf" >"$lf" 2>&1 & ;;
         haproxy) PORT=$PORT_HAPROXY
@@ -960,7 +1008,7 @@ one_run() { # one_run REP SCENARIO PROXY ATTEMPT -> appends a row, sets RUN_DIST
 
     local pids="" t0 t1 b0 b1 c0 c1 stats_ok=0
     [ -n "$PROXY_PID" ] && pids=$(proc_tree "$PROXY_PID")
-    [ "$px" = ringlb ] && ringlb_stats "$OUT/logs/$px-$tag.log" && stats_ok=1
+    is_ringlb "$px" && ringlb_stats "$OUT/logs/$px-$tag.log" && stats_ok=1
     # shellcheck disable=SC2086
     t0=$(cpu_ticks $pids)
     b0=$(cpu_ticks "$BACKEND_PID")
@@ -989,7 +1037,7 @@ one_run() { # one_run REP SCENARIO PROXY ATTEMPT -> appends a row, sets RUN_DIST
     else
         t1="0 0"; t0="0 0"
     fi
-    [ "$px" = ringlb ] && [ "$stats_ok" = 1 ] && { ringlb_stats "$OUT/logs/$px-$tag.log" || stats_ok=0; }
+    is_ringlb "$px" && [ "$stats_ok" = 1 ] && { ringlb_stats "$OUT/logs/$px-$tag.log" || stats_ok=0; }
     R[loadavg1]=$(cut -d' ' -f1 /proc/loadavg)
     R[proxy_cores_busy_pct]=$(busy_pct "$OUT/.stat0" "$OUT/.stat1" "$PROXY_CPU_SET")
     R[load_cores_busy_pct]=$(busy_pct "$OUT/.stat0" "$OUT/.stat1" "$LOAD_CPU_SET")
@@ -1083,7 +1131,7 @@ one_run() { # one_run REP SCENARIO PROXY ATTEMPT -> appends a row, sets RUN_DIST
     fi
 
     # ringlb's own counters over the measured window
-    if [ "$px" = ringlb ]; then
+    if is_ringlb "$px"; then
         if [ "$stats_ok" = 1 ]; then
             local d; d=$(ringlb_deltas "$OUT/logs/$px-$tag.log")
             if [ -n "$d" ]; then

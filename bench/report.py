@@ -20,7 +20,10 @@ for line in open(os.path.join(out, "env.txt")):
 proxies = env.get("proxies", "").split()
 scenarios = env.get("scenarios", "").split()
 GOOD = ("ok", "errors")
-PEERS = [p for p in proxies if p not in ("relay", "direct")]
+# ringlb-lc, ringlb-p2c, ringlb-hash: the ringlb row with another balancing algorithm (ringlb variants, not peers)
+VARIANT_BALANCE = {"ringlb-lc": "least_conn", "ringlb-p2c": "p2c", "ringlb-hash": "hash"}
+VARIANTS = [p for p in proxies if p in VARIANT_BALANCE]
+PEERS = [p for p in proxies if p not in ("relay", "direct") and p not in VARIANT_BALANCE]
 
 
 def num(r, k):
@@ -111,16 +114,41 @@ def floor_ratio(sc, px):
     return f"{c / f:.2f}" if f and c is not None else "–"
 
 
+def ringlb_ratio(sc, px, key):
+    """median of a ringlb variant row ÷ the ringlb (round-robin) row's, same scenario"""
+    b = M.get((sc, "ringlb"), {}).get(key)
+    v = M.get((sc, px), {}).get(key)
+    return v / b if b and v is not None else None
+
+
+def paired_ratios(sc, px, key):
+    """per repetition: the variant's good run ÷ the ringlb row's good run of the same repetition"""
+    base = {r["rep"]: num(r, key) for r in sel(sc, "ringlb")}
+    out_ = []
+    for r in sel(sc, px):
+        b, v = base.get(r["rep"]), num(r, key)
+        if b and v is not None:
+            out_.append(v / b)
+    return out_
+
+
 with open(os.path.join(out, "medians.csv"), "w", newline="") as f:
     cols = ["scenario", "proxy", "n", "rps", "p50_us", "p90_us", "p99_us", "p999_us", "p9999_us", "errors",
             "cpu_us_per_req", "cpu_user_us_per_req", "cpu_sys_us_per_req", "x_floor", "rss_kb",
             "proxy_cores_busy_pct", "load_cores_busy_pct", "other_on_proxy_cores_pct", "other_on_load_cores_pct",
             "other_procs_on_proxy_cpus_pct", "other_procs_elsewhere_pct", "saturated", "ring_enters_per_req", "ring_sqes_per_req", "bytes_copied_per_req", "zc_sends_per_req"]
+    if VARIANTS:  # ratios to the ringlb (round-robin) row, only in runs that have ringlb variant rows
+        cols += ["x_ringlb_rps", "x_ringlb_cpu"]
     w = csv.writer(f)
     w.writerow(cols)
     for (sc, px), m in M.items():
-        w.writerow([sc, px] + [("" if m.get(c) is None else m.get(c)) if c != "x_floor" else floor_ratio(sc, px)
-                               for c in cols[2:]])
+        row = [sc, px] + [("" if m.get(c) is None else m.get(c)) if c != "x_floor" else floor_ratio(sc, px)
+                          for c in cols[2:] if not c.startswith("x_ringlb_")]
+        if VARIANTS:
+            rr = [ringlb_ratio(sc, px, k) if px == "ringlb" or px in VARIANT_BALANCE else None
+                  for k in ("rps", "cpu_us_per_req")]
+            row += ["" if x is None else f"{x:.4f}" for x in rr]
+        w.writerow(row)
 
 # ------------------------------------------------------------------ charts
 charts = []
@@ -193,6 +221,13 @@ L.append(f"- versions: {', '.join(vers)}, wrk {env.get('wrk')} ({env.get('wrk_th
 L.append(f"- backends: bench_backend ({env.get('backend_threads')} thread(s)), round-robin over 2 ports; "
          f"upstream keep-alive with up to {env.get('upstream_keepalive_idle')} idle connections per worker; "
          f"ulimit -n {env.get('nofile')}")
+if env.get("ringlb_max_idle"):
+    L.append(f"- ringlb rows: `keepalive.max_idle: {env['ringlb_max_idle']}` per backend per worker "
+             "(`--ringlb-max-idle`; not the default K/2)")
+if VARIANTS:
+    L.append("- ringlb variant rows: " + ", ".join(f"`{p}` = `balance: {VARIANT_BALANCE[p]}`" for p in VARIANTS)
+             + ", otherwise the `ringlb` row's config (`balance: round_robin`); `hash` keys on the client address, "
+               "so the load generator's one address sends every request to one backend")
 if peers_skipped:
     L.append(f"- skipped rows: {'; '.join(peers_skipped)}")
 if env.get("openloop_skip"):
@@ -285,19 +320,50 @@ for sc in scenarios:
                      f"{m['saturated']} |")
     L.append("")
 
-# ringlb's own counters
-rl = [(sc, M[(sc, "ringlb")]) for sc in scenarios if (sc, "ringlb") in M]
-if rl and any(m["ring_enters_per_req"] is not None for _, m in rl):
-    has_zc = any(m["zc_sends_per_req"] is not None for _, m in rl)
+# ringlb's balancing algorithms against its round-robin row
+if VARIANTS and any((sc, "ringlb") in M for sc in scenarios):
+    L.append("## ringlb balancing algorithms vs round-robin (`ringlb` row)\n")
+    L.append("Same binary and config, only `balance` differs. **× rr**: the row's median ÷ the `ringlb` row's "
+             "median in the same scenario; **paired**: median (min–max) over the repetitions of the row's run ÷ the "
+             "`ringlb` run of the same repetition (rows are interleaved, so a pair shares the machine's state). "
+             "CPU below 1 is better, req/s above 1 is better.\n")
+    L.append("| scenario | row | balance | runs | req/s | req/s × rr | req/s paired | CPU µs/req | CPU × rr | "
+             "CPU paired | p99 µs | sat |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for sc in scenarios:
+        if (sc, "ringlb") not in M:
+            continue
+        for px in ["ringlb"] + VARIANTS:
+            m = M.get((sc, px))
+            if not m:
+                continue
+            cells = []
+            for key, nd in (("rps", 0), ("cpu_us_per_req", 2)):
+                xs = vals(sel(sc, px), key)
+                pr = paired_ratios(sc, px, key)
+                rr = ringlb_ratio(sc, px, key)
+                cells += [f"{fmt(m[key], nd)}{spread(xs, nd)}", fmt(rr, 3),
+                          (f"{fmt(med(pr), 3)}{spread(pr, 3)}" if pr and px != "ringlb" else "–")]
+            L.append(f"| {sc} | {px} | {VARIANT_BALANCE.get(px, 'round_robin')} | {m['n']} | "
+                     + " | ".join(cells) + f" | {fmt(m['p99_us'])} | {m['saturated']} |")
+    L.append("")
+
+# ringlb's own counters (and its variant rows')
+RL_ROWS = ["ringlb"] + VARIANTS
+rl = [(sc, px, M[(sc, px)]) for sc in scenarios for px in RL_ROWS if (sc, px) in M]
+if rl and any(m["ring_enters_per_req"] is not None for _, _, m in rl):
+    has_zc = any(m["zc_sends_per_req"] is not None for _, _, m in rl)
     L.append("## ringlb counters per request (SIGUSR1 before and after the measured window)\n")
     L.append("Deltas of ringlb's own counters over the window ÷ the requests it counted in it (medians). "
              "`ring_enters`: io_uring_enter calls (submissions per request); `ring_sqes`: SQEs submitted; "
              "`bytes_copied`: bytes memcpy'd in user space. All counter deltas of every run are in runs.csv "
              "(`ringlb_counters`).\n")
-    L.append("| scenario | ring_enters/req | ring_sqes/req | bytes_copied/req |" + (" zc_sends/req |" if has_zc else ""))
-    L.append("|---|---|---|---|" + ("---|" if has_zc else ""))
-    for sc, m in rl:
-        L.append(f"| {sc} | {fmt(m['ring_enters_per_req'], 3)} | {fmt(m['ring_sqes_per_req'], 3)} | "
+    L.append("| scenario | " + ("row | " if VARIANTS else "") + "ring_enters/req | ring_sqes/req | bytes_copied/req |"
+             + (" zc_sends/req |" if has_zc else ""))
+    L.append("|---|---|---|---|" + ("---|" if VARIANTS else "") + ("---|" if has_zc else ""))
+    for sc, px, m in rl:
+        L.append(f"| {sc} | " + (f"{px} | " if VARIANTS else "")
+                 + f"{fmt(m['ring_enters_per_req'], 3)} | {fmt(m['ring_sqes_per_req'], 3)} | "
                  f"{fmt(m['bytes_copied_per_req'], 1)} |" + (f" {fmt(m['zc_sends_per_req'], 3)} |" if has_zc else ""))
     L.append("")
 
@@ -353,7 +419,7 @@ if bad:
         L.append(f"- rep {r['rep']} {r['scenario']} {r['proxy']}: {r['status']} (errors {r.get('errors') or '–'}) "
                  f"{r.get('note', '')}")
     L.append("")
-cfgs = [c for c in ("ringlb.yaml", "nginx.conf", "haproxy.cfg", "envoy.yaml", "Caddyfile", "h2o.conf",
+cfgs = [c for c in ("ringlb.yaml", "ringlb-lc.yaml", "ringlb-p2c.yaml", "ringlb-hash.yaml", "nginx.conf", "haproxy.cfg", "envoy.yaml", "Caddyfile", "h2o.conf",
                     "varnish.vcl", "report.lua", "cmdlines.txt") if os.path.exists(os.path.join(out, c))]
 L.append("Per-run data: [`runs.csv`](runs.csv) (one row per run, retried ones included), medians: "
          "[`medians.csv`](medians.csv); generated configs and command lines: "
