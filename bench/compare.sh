@@ -38,6 +38,7 @@ REPS=3
 WRK_THREADS=""
 BACKEND_THREADS=""
 PORT_BASE=18000
+CONFIGS_ONLY=0
 BACKEND_PORT1=9001
 BACKEND_PORT2=9002
 PROXIES=""
@@ -80,6 +81,7 @@ usage: $0 [options]
   --wrk-threads N        wrk threads (default: one per load CPU)
   --backend-threads N    bench_backend threads (default: one per load CPU)
   --port-base N          proxies listen on N+1..N+9, ringlb-lc/-p2c/-hash on N+10..N+12 (default: $PORT_BASE)
+  --configs-only         write the proxies' configs into --out and stop (bench/profile.sh uses them)
   --backend-ports A,B    the two backend ports                              (default: $BACKEND_PORT1,$BACKEND_PORT2)
   --ringlb-max-idle N    keepalive.max_idle (per backend per worker) of every ringlb row (default: K/2, K in
                          all over the two backends like nginx 'keepalive K'; K = max(64, largest connection count))
@@ -113,6 +115,7 @@ while [ $# -gt 0 ]; do
         --wrk-threads) WRK_THREADS=$2; shift 2 ;;
         --backend-threads) BACKEND_THREADS=$2; shift 2 ;;
         --port-base) PORT_BASE=$2; shift 2 ;;
+        --configs-only) CONFIGS_ONLY=1; shift ;;
         --backend-ports) BACKEND_PORT1=${2%%,*}; BACKEND_PORT2=${2##*,}; shift 2 ;;
         --proxies) PROXIES=$2; shift 2 ;;
         --scenarios) SCEN_OPT=$2; shift 2 ;;
@@ -282,7 +285,7 @@ for p in "${PROXY_LIST[@]}"; do
 done
 for p in "$BACKEND_PORT1" "$BACKEND_PORT2" $(seq $((PORT_BASE + 1)) $((PORT_BASE + 9))) \
     "${EXTRA_PORTS[@]+"${EXTRA_PORTS[@]}"}"; do
-    port_busy "$p" && die "port $p is already in use (see: ss -ltnp 'sport = :$p'); free it or use --port-base/--backend-ports"
+    [ "$CONFIGS_ONLY" = 1 ] || ! port_busy "$p" || die "port $p is already in use (see: ss -ltnp 'sport = :$p'); free it or use --port-base/--backend-ports"
 done
 
 if [ -z "$OUT" ]; then
@@ -693,6 +696,10 @@ EOF
 RELAY_ARGS=(--listen "127.0.0.1:$PORT_RELAY" --backend "127.0.0.1:$BACKEND_PORT1" --backend "127.0.0.1:$BACKEND_PORT2")
 
 write_configs
+if [ "$CONFIGS_ONLY" = 1 ]; then
+    echo "configs written to $OUT"
+    exit 0
+fi
 {
     echo "ringlb:  taskset -c $PROXY_CPUS $RINGLB -c $OUT/ringlb.yaml"
     for p in "${PROXY_LIST[@]}"; do

@@ -103,91 +103,16 @@ done = function(summary, latency, requests)
 end
 EOF
 
-cat >"$OUT/ringlb.yaml" <<EOF
-# as bench/compare.sh writes it for 1 worker, 64 connections (ports moved to 19xxx)
-workers: 1
-max_connections: 16384
-listeners:
-  - name: bench
-    address: 127.0.0.1:$PORT
-    backlog: 4096
-pools:
-  - name: backends
-    balance: round_robin
-    keepalive:
-      max_idle: 500   # as compare.sh: 1000 idle per worker in all
-      idle_timeout: 60s
-    backends:
-      - 127.0.0.1:$BPORT1
-      - 127.0.0.1:$BPORT2
-vhosts:
-  - hosts: ["*"]
-    routes:
-      - path: /
-        pool: backends
-EOF
-
-mkdir -p "$OUT/nginx-tmp"
-cat >"$OUT/nginx.conf" <<EOF
-# as bench/compare.sh writes it (ports moved to 19xxx)
-worker_processes 1;
-daemon off;
-master_process on;
-pid $OUT/nginx.pid;
-error_log $OUT/nginx-error.log warn;
-worker_rlimit_nofile 20000;
-events { worker_connections 3000; use epoll; }
-http {
-    access_log off;
-    client_body_temp_path $OUT/nginx-tmp/body;
-    proxy_temp_path $OUT/nginx-tmp/proxy;
-    fastcgi_temp_path $OUT/nginx-tmp/fastcgi;
-    uwsgi_temp_path $OUT/nginx-tmp/uwsgi;
-    scgi_temp_path $OUT/nginx-tmp/scgi;
-    keepalive_requests 100000000;
-    keepalive_timeout 60s;
-    client_max_body_size 0;
-    proxy_request_buffering off;
-    upstream backends {
-        server 127.0.0.1:$BPORT1;
-        server 127.0.0.1:$BPORT2;
-        keepalive 1000;
-        keepalive_requests 100000000;
-        keepalive_timeout 60s;
-    }
-    server {
-        listen 127.0.0.1:$PORT backlog=4096;
-        location / {
-            proxy_pass http://backends;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-}
-EOF
-cat >"$OUT/haproxy.cfg" <<EOF
-# as bench/compare.sh writes it (ports moved to 19xxx)
-global
-    nbthread 1
-    maxconn 2000
-    tune.pool-low-fd-ratio 80
-    tune.pool-high-fd-ratio 90
-defaults
-    mode http
-    option http-keep-alive
-    http-reuse always
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-    timeout http-keep-alive 60s
-frontend fe
-    bind 127.0.0.1:$PORT backlog 4096
-    default_backend be
-backend be
-    balance roundrobin
-    server s1 127.0.0.1:$BPORT1
-    server s2 127.0.0.1:$BPORT2
-EOF
+# The proxies' configs are compare.sh's own (1 worker, the default scenarios' connection
+# sizes), only moved to this script's ports: one proxy runs at a time, always on $PORT.
+CFG="$OUT/cfg"
+"$(dirname "$0")/compare.sh" --configs-only --out "$CFG" --port-base $((PORT - 1)) \
+    --backend-ports "$BPORT1,$BPORT2" --proxies ringlb,nginx,haproxy >/dev/null
+cp "$CFG/ringlb.yaml" "$OUT/ringlb.yaml"
+sed "s/127\.0\.0\.1:$((PORT + 1))\b/127.0.0.1:$PORT/" "$CFG/nginx.conf" >"$OUT/nginx.conf"
+sed "s/127\.0\.0\.1:$((PORT + 2))\b/127.0.0.1:$PORT/" "$CFG/haproxy.cfg" >"$OUT/haproxy.cfg"
+grep -q "127.0.0.1:$PORT " "$OUT/nginx.conf" && grep -q "127.0.0.1:$PORT " "$OUT/haproxy.cfg" ||
+    { echo "profile.sh: could not move the peers' configs to port $PORT" >&2; exit 1; }
 
 # Tracepoints counted during the perf window (per task of PID): syscalls, io_uring
 # submissions/completions/poll arming/io-wq punts, packets put on loopback.
