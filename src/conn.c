@@ -85,11 +85,12 @@ void rlb_conn_arm_recv(struct rlb_worker *w, struct rlb_conn *c)
     struct io_uring_sqe *sqe = rlb_ring_sqe(&w->ring, &w->stats.ring);
     /* With a provided buffer: no buffer is tied to the connection until
      * bytes actually arrive, so idle connections cost no buffer memory.
-     * Clients get a multishot receive. Backends get one buffer per receive
-     * when large bodies may be spliced: a multishot receive would drain
-     * everything already queued on the socket into buffers before the
-     * response head is even parsed, leaving nothing for the splice. */
-    if (c->kind == RLB_CONN_UPSTREAM && w->cfg->buffers.splice_min)
+     * Multishot, except for backends that lately sent bodies worth
+     * splicing: a multishot receive would drain everything already queued
+     * on the socket into buffers before the response head is even parsed,
+     * leaving nothing for the splice; one buffer per receive costs a poll
+     * per response, which backends of small responses need not pay. */
+    if (c->kind == RLB_CONN_UPSTREAM && w->pools[c->pool].backends[c->backend].large_bodies)
         io_uring_prep_recv(sqe, c->fd, NULL, 0, 0);
     else
         io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);

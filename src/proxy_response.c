@@ -172,6 +172,13 @@ static bool read_response_head(struct rlb_worker *w, struct rlb_conn *u, struct 
     rlb_chunked_init(&t->resp_chunked);
     t->resp_state = resp.body == RLB_BODY_NONE ? RLB_RS_DONE : RLB_RS_BODY;
     rlb_conn_inq_consume(w, u, resp.head_len);
+    /* Remembered for the next receives on this backend (see rlb_conn_arm_recv). */
+    struct rlb_backend_state *bs = &w->pools[u->pool].backends[u->backend];
+    uint32_t splice_min = w->cfg->buffers.splice_min;
+    if (splice_min && resp.body == RLB_BODY_LENGTH && resp.content_length >= splice_min)
+        bs->large_bodies = 64;
+    else if (bs->large_bodies)
+        bs->large_bodies--;
     if (rlb__proxy_splice_wanted(w, t, u)) {
         /* Starts once what was received is relayed; the sooner the receive
          * stops, the more of the body the splice carries. */

@@ -151,6 +151,7 @@ struct rlb_backend_state {
     uint32_t consecutive_5xx;
     uint64_t up_since_ms;      /* slow start: when it came back; 0: at full weight */
     bool down;                 /* the health checker's verdict, as last adopted */
+    uint16_t large_bodies;     /* responses still to come in "large body" mode since one worth splicing */
 };
 
 struct rlb_pool_state {
