@@ -58,6 +58,15 @@ static void print_demo_banner(const struct rlb_config *cfg, uint32_t workers)
             cfg->pools[0].backends[1].addr.text, addr);
 }
 
+/* A byte-count option ("64k", "0"): parsed into <out>, or a message and false. */
+static bool size_option(const char *name, const char *text, uint64_t *out)
+{
+    if (rlb_size_parse(text, out) == 0 && *out <= UINT32_MAX)
+        return true;
+    fprintf(stderr, "ringlb: %s expects a size like 64k or 0, got \"%s\"\n", name, text);
+    return false;
+}
+
 int main(int argc, char **argv)
 {
     /* Blocked before any thread exists, so every thread inherits the mask
@@ -123,17 +132,13 @@ int main(int argc, char **argv)
             one.balance = optarg;
             break;
         case 'S':
-            if (rlb_size_parse(optarg, &splice_min) != 0 || splice_min > UINT32_MAX) {
-                fprintf(stderr, "ringlb: --splice-min expects a size like 128k (0: never), got \"%s\"\n", optarg);
+            if (!size_option("--splice-min", optarg, &splice_min))
                 return 2;
-            }
             splice_set = true;
             break;
         case 'Z':
-            if (rlb_size_parse(optarg, &zerocopy_min) != 0 || zerocopy_min > UINT32_MAX) {
-                fprintf(stderr, "ringlb: --zerocopy-min expects a size like 64k, got \"%s\"\n", optarg);
+            if (!size_option("--zerocopy-min", optarg, &zerocopy_min))
                 return 2;
-            }
             zerocopy_set = true;
             break;
         case 'v':

@@ -47,6 +47,15 @@ static void fill_client_ip(struct rlb_conn *c)
     c->ip_len = (uint8_t)strlen(c->ip);
 }
 
+/* A request and the upstream connection carrying it: linked both ways and
+ * counted in the backend's requests in flight, whichever way it was found. */
+static void pair_with_upstream(struct rlb_worker *w, struct rlb_conn *c, struct rlb_conn *u)
+{
+    u->peer = slot(w, c);
+    c->peer = slot(w, u);
+    rlb_upstream_busy(w, u);
+}
+
 /* Picks a backend this request has not tried and gets a connection to it:
  * an idle pooled one when there is one, else a new connect. When the pool
  * has nobody left to try, the request moves down the failover tiers. */
@@ -83,9 +92,7 @@ struct rlb_conn *rlb__proxy_acquire_upstream(struct rlb_worker *w, struct rlb_co
                 continue;
             }
         }
-        u->peer = slot(w, c);
-        c->peer = slot(w, u);
-        rlb_upstream_busy(w, u);
+        pair_with_upstream(w, c, u);
         return u;
     }
     return NULL;
@@ -383,11 +390,8 @@ bool rlb__proxy_replay_request(struct rlb_worker *w, struct rlb_conn *c, struct 
         /* The backend only closed an idle connection: same backend, once. */
         t->flags |= RLB_TF_RECONNECTED;
         nu = rlb_upstream_connect(w, t->pool, (uint32_t)t->backend);
-        if (nu) {
-            nu->peer = slot(w, c);
-            c->peer = slot(w, nu);
-            rlb_upstream_busy(w, nu);
-        }
+        if (nu)
+            pair_with_upstream(w, c, nu);
     }
     if (!nu)
         return false;
