@@ -3,6 +3,7 @@
  * picture (names, references, ordering) happens here so that all builders get the same rules. */
 #include <ringlb/api.h>
 #include <ringlb/config.h>
+#include <ringlb/tls.h>
 #include <ringlb/lb.h>
 #include <ringlb/maglev.h>
 
@@ -220,6 +221,11 @@ static int set_defaults(struct rlb_config *cfg, struct rlb_listener_cfg *l, stru
     if (l != NULL) {
         l->backlog = 4096; /* name: "listener<N>", given by rlb_config_finish once N is final */
         l->defer_accept = true;
+        l->tls.protocols = RLB_TLS_PROTO_12 | RLB_TLS_PROTO_13;
+        l->tls.tickets = true;
+        l->tls.ticket_rotation_ms = 3600 * 1000;
+        l->tls.ktls = true;
+        l->tls.handshake_timeout_ms = 10000;
     }
     if (p != NULL) {
         p->balance = RLB_BALANCE_WRR;
@@ -239,6 +245,7 @@ static int set_defaults(struct rlb_config *cfg, struct rlb_listener_cfg *l, stru
         p->retry.budget_percent = 20;
         p->retry.budget_min = 10;
         p->retry.on_5xx = true;
+        p->tls.verify = true;
     }
     if (b != NULL)
         b->weight = 1;
@@ -293,14 +300,38 @@ void rlb_config_free(struct rlb_config *cfg)
     free(cfg->source);
     free(cfg->cpus);
     free(cfg->via_name);
-    for (uint32_t i = 0; cfg->listeners != NULL && i < cfg->num_listeners; i++)
-        free(cfg->listeners[i].name);
+    for (uint32_t i = 0; cfg->listeners != NULL && i < cfg->num_listeners; i++) {
+        struct rlb_listener_cfg *l = &cfg->listeners[i];
+        free(l->name);
+        for (uint32_t j = 0; l->tls.certs != NULL && j < l->tls.num_certs; j++) {
+            struct rlb_tls_cert_cfg *c = &l->tls.certs[j];
+            free(c->cert);
+            free(c->key);
+            free(c->ocsp);
+            for (uint32_t k = 0; c->names != NULL && k < c->num_names; k++)
+                free(c->names[k]);
+            free(c->names);
+        }
+        free(l->tls.certs);
+        free(l->tls.ciphers);
+        for (uint32_t j = 0; l->tls.alpn != NULL && j < l->tls.num_alpn; j++)
+            free(l->tls.alpn[j]);
+        free(l->tls.alpn);
+        free(l->tls.client_ca);
+    }
     free(cfg->listeners);
     for (uint32_t i = 0; cfg->pools != NULL && i < cfg->num_pools; i++) {
         struct rlb_pool_cfg *p = &cfg->pools[i];
         free(p->name);
-        for (uint32_t j = 0; p->backends != NULL && j < p->num_backends; j++)
+        for (uint32_t j = 0; p->backends != NULL && j < p->num_backends; j++) {
             free(p->backends[j].zone);
+            free(p->backends[j].host_name);
+        }
+        free(p->tls.ca);
+        free(p->tls.sni);
+        free(p->tls.name);
+        free(p->tls.cert);
+        free(p->tls.key);
         free(p->backends);
         free(p->hash.name);
         free(p->check.method);
@@ -436,6 +467,21 @@ struct rlb_config *rlb_config_from_oneline(const struct rlb_oneline_args *args, 
                 args->listen);
         goto fail;
     }
+
+    if ((args->tls_cert == NULL) != (args->tls_key == NULL)) {
+        fail_at(cfg, none, err, errlen, "--tls-cert and --tls-key go together");
+        goto fail;
+    }
+    if (args->tls_cert != NULL) {
+        l->tls.enabled = true;
+        if ((l->tls.certs = calloc(2, sizeof(*l->tls.certs))) == NULL)
+            goto oom;
+        l->tls.num_certs = 1;
+        if ((l->tls.certs[0].cert = strdup(args->tls_cert)) == NULL || (l->tls.certs[0].key = strdup(args->tls_key)) == NULL)
+            goto oom;
+    }
+    if (args->ktls >= 0)
+        l->tls.ktls = args->ktls != 0;
 
     struct rlb_pool_cfg *p = &cfg->pools[0];
     if ((p->name = strdup("default")) == NULL || rlb_config_alloc_backends(p, args->num_backends) != 0)
@@ -938,6 +984,35 @@ static void sort_config(struct rlb_config *cfg)
     }
 }
 
+/* Certificates, keys and CA files are read now, so that a bad one stops the start (or a config check) with its
+ * place in the file rather than failing every handshake later. */
+static int check_tls(struct rlb_config *cfg, char *err, size_t errlen)
+{
+    for (uint32_t i = 0; i < cfg->num_listeners; i++) {
+        struct rlb_tls_listener_cfg *t = &cfg->listeners[i].tls;
+        if (!t->enabled)
+            continue;
+        if (t->protocols == 0)
+            return fail_at(cfg, t->mark, err, errlen, "tls: protocols must name tls1.2, tls1.3 or both");
+        if (!t->verify_client_set && t->client_ca != NULL)
+            t->verify_client = RLB_TLS_VERIFY_REQUIRED;
+        if (t->verify_client != RLB_TLS_VERIFY_OFF && t->client_ca == NULL)
+            return fail_at(cfg, t->mark, err, errlen, "tls: verify_client needs client_ca");
+        if (t->alpn == NULL) {
+            if ((t->alpn = calloc(2, sizeof(*t->alpn))) == NULL || (t->alpn[0] = strdup("http/1.1")) == NULL)
+                return fail_at(cfg, t->mark, err, errlen, "out of memory");
+            t->num_alpn = 1;
+        }
+        if (cfg->listeners[i].redirect_https)
+            return fail_at(cfg, t->mark, err, errlen, "redirect_https belongs on a plain listener, not a TLS one");
+    }
+    char msg[400];
+    struct rlb_config_mark where;
+    if (rlb_tls_check(cfg, &where, msg, sizeof(msg)) != 0)
+        return fail_at(cfg, where, err, errlen, "%s", msg);
+    return 0;
+}
+
 int rlb_config_finish(struct rlb_config *cfg, char *err, size_t errlen)
 {
     if (check_globals(cfg, err, errlen) != 0 || check_listeners(cfg, err, errlen) != 0 ||
@@ -949,6 +1024,8 @@ int rlb_config_finish(struct rlb_config *cfg, char *err, size_t errlen)
         if (check_vhost(cfg, &cfg->vhosts[i], err, errlen) != 0)
             return -1;
     if (check_host_overlap(cfg, err, errlen) != 0)
+        return -1;
+    if (check_tls(cfg, err, errlen) != 0)
         return -1;
     sort_config(cfg);
     return 0;

@@ -5,7 +5,9 @@
 #include <ringlb/config.h>
 #include <ringlb/lb.h>
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <stdlib.h>
 #include <stdarg.h>
 #include <string.h>
 #include <yaml.h>
@@ -396,9 +398,176 @@ static int parse_cpus(struct parser *p, const yaml_node_t *seq)
     return 0;
 }
 
+/* A file named in the configuration: relative paths are read from the configuration file's directory, so that a
+ * configuration and its certificates can move together. */
+static int get_path(struct parser *p, const yaml_node_t *n, char **out)
+{
+    if (get_string(p, n, out) != 0)
+        return -1;
+    const char *slash = strrchr(p->name, '/');
+    if ((*out)[0] == '/' || slash == NULL || p->name[0] == '<')
+        return 0;
+    size_t dir = (size_t)(slash - p->name) + 1, len = strlen(*out);
+    char *full = malloc(dir + len + 1);
+    if (full == NULL)
+        return out_of_memory(p, n);
+    memcpy(full, p->name, dir);
+    memcpy(full + dir, *out, len + 1);
+    free(*out);
+    *out = full;
+    return 0;
+}
+
+static int get_string_list(struct parser *p, yaml_node_t *n, const char *what, char ***out, uint32_t *count)
+{
+    uint32_t len;
+    if (list_len(p, n, what, &len) != 0)
+        return -1;
+    if ((*out = calloc(len + 1, sizeof(**out))) == NULL)
+        return out_of_memory(p, n);
+    *count = len;
+    for (uint32_t i = 0; i < len; i++)
+        if (get_string(p, list_item(p, n, i), &(*out)[i]) != 0)
+            return -1;
+    return 0;
+}
+
+static int parse_tls_cert(struct parser *p, yaml_node_t *map, struct rlb_tls_cert_cfg *c)
+{
+    static const char *const keys[] = {"cert", "key", "names", "ocsp"};
+    if (check_keys(p, map, "certificate", keys, RLB_ARRAY_SIZE(keys)) != 0)
+        return -1;
+    c->mark = mark_of(map);
+    yaml_node_t *v;
+    if ((v = require(p, map, "cert", "certificate")) == NULL)
+        return -1;
+    c->cert_mark = mark_of(v);
+    if (get_path(p, v, &c->cert) != 0)
+        return -1;
+    if ((v = require(p, map, "key", "certificate")) == NULL)
+        return -1;
+    c->key_mark = mark_of(v);
+    if (get_path(p, v, &c->key) != 0)
+        return -1;
+    if ((v = get(p, map, "ocsp")) != NULL) {
+        c->ocsp_mark = mark_of(v);
+        if (get_path(p, v, &c->ocsp) != 0)
+            return -1;
+    }
+    if ((v = get(p, map, "names")) != NULL && get_string_list(p, v, "name", &c->names, &c->num_names) != 0)
+        return -1;
+    return 0;
+}
+
+static int parse_listener_tls(struct parser *p, yaml_node_t *map, struct rlb_tls_listener_cfg *t)
+{
+    static const char *const keys[] = {"certificates", "protocols", "ciphers", "alpn", "tickets", "ticket_rotation",
+                                       "client_ca", "verify_client", "ktls", "handshake_timeout"};
+    if (check_keys(p, map, "tls", keys, RLB_ARRAY_SIZE(keys)) != 0)
+        return -1;
+    t->enabled = true;
+    t->mark = mark_of(map);
+    yaml_node_t *v;
+    if ((v = require(p, map, "certificates", "tls")) == NULL)
+        return -1;
+    if (expect_type(p, v, YAML_SEQUENCE_NODE) != 0)
+        return -1;
+    if (seq_len(v) == 0)
+        return fail(p, v, "expected at least one certificate");
+    if ((t->certs = calloc(seq_len(v) + 1, sizeof(*t->certs))) == NULL)
+        return out_of_memory(p, v);
+    t->num_certs = seq_len(v);
+    for (uint32_t i = 0; i < t->num_certs; i++)
+        if (parse_tls_cert(p, seq_item(p, v, i), &t->certs[i]) != 0)
+            return -1;
+    if ((v = get(p, map, "protocols")) != NULL) {
+        uint32_t n;
+        if (list_len(p, v, "protocol", &n) != 0)
+            return -1;
+        t->protocols = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            yaml_node_t *item = list_item(p, v, i);
+            const char *s = scalar(p, item);
+            if (s == NULL)
+                return -1;
+            if (strcmp(s, "tls1.2") == 0 || strcmp(s, "TLSv1.2") == 0)
+                t->protocols |= RLB_TLS_PROTO_12;
+            else if (strcmp(s, "tls1.3") == 0 || strcmp(s, "TLSv1.3") == 0)
+                t->protocols |= RLB_TLS_PROTO_13;
+            else
+                return fail(p, item, "expected tls1.2 or tls1.3 (nothing older is offered), got %s", DESCRIBE(item));
+        }
+    }
+    if ((v = get(p, map, "ciphers")) != NULL) {
+        t->ciphers_mark = mark_of(v);
+        if (get_string(p, v, &t->ciphers) != 0)
+            return -1;
+    }
+    if ((v = get(p, map, "alpn")) != NULL) {
+        for (uint32_t i = 0; i < t->num_alpn; i++)
+            free(t->alpn[i]);
+        free(t->alpn);
+        t->alpn = NULL;
+        t->alpn_mark = mark_of(v);
+        if (get_string_list(p, v, "protocol", &t->alpn, &t->num_alpn) != 0)
+            return -1;
+        for (uint32_t i = 0; i < t->num_alpn; i++)
+            if (strlen(t->alpn[i]) > 255)
+                return fail(p, v, "an ALPN protocol name has at most 255 bytes");
+    }
+    if ((v = get(p, map, "tickets")) != NULL && get_bool(p, v, &t->tickets) != 0)
+        return -1;
+    if ((v = get(p, map, "ticket_rotation")) != NULL && get_duration(p, v, 1000, &t->ticket_rotation_ms) != 0)
+        return -1;
+    if ((v = get(p, map, "client_ca")) != NULL) {
+        t->client_ca_mark = mark_of(v);
+        if (get_path(p, v, &t->client_ca) != 0)
+            return -1;
+    }
+    if ((v = get(p, map, "verify_client")) != NULL) {
+        const char *s = scalar(p, v);
+        if (s == NULL)
+            return -1;
+        if (strcmp(s, "off") == 0 || strcmp(s, "false") == 0)
+            t->verify_client = RLB_TLS_VERIFY_OFF;
+        else if (strcmp(s, "optional") == 0)
+            t->verify_client = RLB_TLS_VERIFY_OPTIONAL;
+        else if (strcmp(s, "required") == 0 || strcmp(s, "true") == 0)
+            t->verify_client = RLB_TLS_VERIFY_REQUIRED;
+        else
+            return fail(p, v, "expected off, optional or required, got %s", DESCRIBE(v));
+        t->verify_client_set = true;
+    }
+    if ((v = get(p, map, "ktls")) != NULL && get_bool(p, v, &t->ktls) != 0)
+        return -1;
+    if ((v = get(p, map, "handshake_timeout")) != NULL && get_duration(p, v, 1, &t->handshake_timeout_ms) != 0)
+        return -1;
+    return 0;
+}
+
+static int parse_redirect_https(struct parser *p, const yaml_node_t *v, uint16_t *port)
+{
+    const char *s = scalar(p, v);
+    if (s == NULL)
+        return -1;
+    if (strcmp(s, "true") == 0) {
+        *port = 443;
+        return 0;
+    }
+    if (strcmp(s, "false") == 0) {
+        *port = 0;
+        return 0;
+    }
+    uint32_t n;
+    if (get_u32(p, v, 1, 65535, &n) != 0)
+        return fail(p, v, "expected true, false or an HTTPS port 1..65535, got %s", DESCRIBE(v));
+    *port = (uint16_t)n;
+    return 0;
+}
+
 static int parse_listener(struct parser *p, const yaml_node_t *map, struct rlb_listener_cfg *l)
 {
-    static const char *const keys[] = {"name", "address", "backlog", "defer_accept"};
+    static const char *const keys[] = {"name", "address", "backlog", "defer_accept", "tls", "redirect_https"};
     if (check_keys(p, map, "listener", keys, RLB_ARRAY_SIZE(keys)) != 0)
         return -1;
     l->mark = mark_of(map);
@@ -414,6 +583,31 @@ static int parse_listener(struct parser *p, const yaml_node_t *map, struct rlb_l
         return -1;
     if ((v = get(p, map, "backlog")) != NULL && get_u32(p, v, 1, 1u << 20, &l->backlog) != 0)
         return -1;
+    if ((v = get(p, map, "tls")) != NULL && parse_listener_tls(p, v, &l->tls) != 0)
+        return -1;
+    if ((v = get(p, map, "redirect_https")) != NULL && parse_redirect_https(p, v, &l->redirect_https) != 0)
+        return -1;
+    return 0;
+}
+
+/* "name:port" keeps its name, the default TLS server name for that backend; addresses have none. */
+static int note_host_name(struct parser *p, const yaml_node_t *n, struct rlb_backend_cfg *b)
+{
+    const char *v = (const char *)n->data.scalar.value;
+    const char *colon = strrchr(v, ':');
+    if (v[0] == '[' || colon == NULL || colon == v)
+        return 0;
+    size_t len = (size_t)(colon - v);
+    char host[256];
+    if (len >= sizeof(host))
+        return 0;
+    memcpy(host, v, len);
+    host[len] = '\0';
+    struct in_addr a4;
+    if (inet_pton(AF_INET, host, &a4) == 1 || strcmp(host, "*") == 0)
+        return 0;
+    if ((b->host_name = strdup(host)) == NULL)
+        return out_of_memory(p, n);
     return 0;
 }
 
@@ -440,6 +634,8 @@ static int parse_backend(struct parser *p, const yaml_node_t *n, struct rlb_back
         return fail(p, n, "expected a backend address or a mapping with address and weight, got %s", DESCRIBE(n));
     }
     if (get_addr(p, addr, &b->addr) != 0)
+        return -1;
+    if (note_host_name(p, addr, b) != 0)
         return -1;
     /* The wildcard address means "any local address" to bind(), but nothing sensible to connect() to. */
     const struct sockaddr_in *sin = (const struct sockaddr_in *)&b->addr.ss;
@@ -586,10 +782,44 @@ static int parse_backups(struct parser *p, yaml_node_t *list, struct rlb_pool_cf
     return 0;
 }
 
+static int parse_pool_tls(struct parser *p, const yaml_node_t *map, struct rlb_pool_cfg *pool)
+{
+    static const char *const keys[] = {"verify", "ca", "sni", "name", "cert", "key"};
+    if (check_keys(p, map, "pool tls", keys, RLB_ARRAY_SIZE(keys)) != 0)
+        return -1;
+    pool->tls.enabled = true;
+    pool->tls.mark = mark_of(map);
+    yaml_node_t *v;
+    if ((v = get(p, map, "verify")) != NULL && get_bool(p, v, &pool->tls.verify) != 0)
+        return -1;
+    if ((v = get(p, map, "ca")) != NULL) {
+        pool->tls.ca_mark = mark_of(v);
+        if (get_path(p, v, &pool->tls.ca) != 0)
+            return -1;
+    }
+    if ((v = get(p, map, "sni")) != NULL && get_string(p, v, &pool->tls.sni) != 0)
+        return -1;
+    if ((v = get(p, map, "name")) != NULL && get_string(p, v, &pool->tls.name) != 0)
+        return -1;
+    if ((v = get(p, map, "cert")) != NULL) {
+        pool->tls.cert_mark = mark_of(v);
+        if (get_path(p, v, &pool->tls.cert) != 0)
+            return -1;
+    }
+    if ((v = get(p, map, "key")) != NULL) {
+        pool->tls.key_mark = mark_of(v);
+        if (get_path(p, v, &pool->tls.key) != 0)
+            return -1;
+    }
+    if ((pool->tls.cert == NULL) != (pool->tls.key == NULL))
+        return fail(p, map, "a client certificate needs both cert and key");
+    return 0;
+}
+
 static int parse_pool(struct parser *p, const yaml_node_t *map, struct rlb_pool_cfg *pool)
 {
     static const char *const keys[] = {"name",  "balance", "hash",   "keepalive",  "health_check", "passive",
-                                       "slow_start", "retry", "backup", "local_zone", "backends"};
+                                       "slow_start", "retry", "backup", "local_zone", "backends", "tls"};
     if (check_keys(p, map, "pool", keys, RLB_ARRAY_SIZE(keys)) != 0)
         return -1;
     pool->mark = mark_of(map);
@@ -621,6 +851,8 @@ static int parse_pool(struct parser *p, const yaml_node_t *map, struct rlb_pool_
     if ((v = get(p, map, "backup")) != NULL && parse_backups(p, v, pool) != 0)
         return -1;
     if ((v = get(p, map, "local_zone")) != NULL && get_string(p, v, &pool->local_zone) != 0)
+        return -1;
+    if ((v = get(p, map, "tls")) != NULL && parse_pool_tls(p, v, pool) != 0)
         return -1;
     if ((v = get(p, map, "keepalive")) != NULL) {
         static const char *const ka_keys[] = {"max_idle", "idle_timeout"};

@@ -3,6 +3,7 @@
 #include <ringlb/log.h>
 #include <ringlb/ring.h>
 #include <ringlb/timer.h>
+#include <ringlb/tls.h>
 
 #include <errno.h>
 #include <netinet/tcp.h>
@@ -209,6 +210,10 @@ struct rlb_outq *rlb_conn_outq(struct rlb_worker *w, struct rlb_conn *c)
 
 void rlb_conn_flush(struct rlb_worker *w, struct rlb_conn *c)
 {
+    if (rlb_tls_userspace_tx(c->tls)) {
+        rlb_tls_flush(w, c);
+        return;
+    }
     struct rlb_outq *q = c->outq;
     if (!q || (c->flags & RLB_CF_SEND_INFLIGHT) || rlb_outq_pending(q) == 0)
         return;
@@ -216,7 +221,8 @@ void rlb_conn_flush(struct rlb_worker *w, struct rlb_conn *c)
         return;
     uint32_t n = rlb_outq_prepare_send(q, RLB_OUTQ_PIECES);
     struct io_uring_sqe *sqe = rlb_ring_sqe(&w->ring, &w->stats.ring);
-    uint32_t zc_min = w->cfg->buffers.zerocopy_min;
+    /* Send-zero-copy fails with EOPNOTSUPP on kernel TLS sockets. */
+    uint32_t zc_min = c->tls ? 0 : w->cfg->buffers.zerocopy_min;
     size_t bytes = 0;
     for (uint32_t i = 0; zc_min && i < n; i++) {
         const struct iovec *v = &q->iov[q->head + i];
@@ -288,6 +294,7 @@ void rlb_conn_try_free(struct rlb_worker *w, struct rlb_conn *c)
         c->outq = NULL;
     }
     rlb_conn_inq_clear(w, c);
+    rlb_tls_free(w, c);
     close(c->fd);
     c->fd = -1;
     if (c->kind == RLB_CONN_CLIENT)

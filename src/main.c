@@ -35,6 +35,9 @@ static void usage(FILE *out)
             "                        (default), uri, header:NAME, cookie:NAME (Maglev consistent hashing)\n"
             "      --zerocopy-min SIZE  send-zero-copy for sends of at least SIZE (e.g. 64k; default: never)\n"
             "      --splice-min SIZE    splice(2) response bodies of at least SIZE (default 128k; 0: never)\n"
+            "      --tls-cert FILE   terminate TLS on the listener with this PEM certificate chain...\n"
+            "      --tls-key FILE    ...and this PEM private key\n"
+            "      --ktls on|off     hand TLS records to the kernel after the handshake (default on)\n"
             "  -v, --verbose         debug logging\n"
             "  -q, --quiet           errors and warnings only\n"
             "  -h, --help            this text\n"
@@ -86,6 +89,8 @@ int main(int argc, char **argv)
         {"verbose", no_argument, NULL, 'v'},      {"quiet", no_argument, NULL, 'q'},
         {"zerocopy-min", required_argument, NULL, 'Z'}, {"balance", required_argument, NULL, 'B'},
         {"splice-min", required_argument, NULL, 'S'},
+        {"tls-cert", required_argument, NULL, 'C'}, {"tls-key", required_argument, NULL, 'K'},
+        {"ktls", required_argument, NULL, 'k'},
         {"help", no_argument, NULL, 'h'},         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
@@ -93,7 +98,7 @@ int main(int argc, char **argv)
     bool test_only = false, demo = false;
     uint64_t zerocopy_min = 0, splice_min = 0;
     bool zerocopy_set = false, splice_set = false;
-    struct rlb_oneline_args one = {0};
+    struct rlb_oneline_args one = {.ktls = -1};
     const char *backends[MAX_BACKENDS];
     one.backends = backends;
     int opt;
@@ -127,6 +132,19 @@ int main(int argc, char **argv)
         }
         case 'D':
             demo = true;
+            break;
+        case 'C':
+            one.tls_cert = optarg;
+            break;
+        case 'K':
+            one.tls_key = optarg;
+            break;
+        case 'k':
+            if (strcmp(optarg, "on") != 0 && strcmp(optarg, "off") != 0) {
+                fprintf(stderr, "ringlb: --ktls expects on or off, got \"%s\"\n", optarg);
+                return 2;
+            }
+            one.ktls = strcmp(optarg, "on") == 0;
             break;
         case 'B':
             one.balance = optarg;
@@ -163,9 +181,10 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (config_path && (one.listen || one.num_backends || demo || zerocopy_set || splice_set || one.balance)) {
+    if (config_path && (one.listen || one.num_backends || demo || zerocopy_set || splice_set || one.balance ||
+                        one.tls_cert || one.tls_key || one.ktls >= 0)) {
         fprintf(stderr, "ringlb: -c cannot be combined with one-line options (--listen, --backend, --demo, --balance, "
-                        "--zerocopy-min, --splice-min)\n");
+                        "--zerocopy-min, --splice-min, --tls-cert, --tls-key, --ktls)\n");
         return 2;
     }
 

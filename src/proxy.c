@@ -8,6 +8,7 @@
 #include <ringlb/proxy.h>
 #include <ringlb/route.h>
 #include <ringlb/timer.h>
+#include <ringlb/tls.h>
 #include <ringlb/upstream.h>
 
 #include <arpa/inet.h>
@@ -284,12 +285,51 @@ void rlb_proxy_input(struct rlb_worker *w, struct rlb_conn *c)
 void rlb_proxy_accepted(struct rlb_worker *w, struct rlb_conn *c)
 {
     c->state = RLB_CS_HEAD; /* TCP_NODELAY comes from the listening socket */
-    arm(w, c, RLB_TIMER_CLIENT_HEADER);
+    /* The head timeout starts once TLS is up: the handshake has its own. */
+    arm(w, c, c->tls ? RLB_TIMER_POOL_IDLE + w->cfg->num_pools + c->listener : RLB_TIMER_CLIENT_HEADER);
     rlb_conn_arm_recv(w, c);
+}
+
+void rlb_proxy_tls_ready(struct rlb_worker *w, struct rlb_conn *c)
+{
+    if (rlb_conn_is_closing(c))
+        return;
+    if (c->kind == RLB_CONN_CLIENT) {
+        arm(w, c, RLB_TIMER_CLIENT_HEADER);
+        rlb_conn_arm_recv(w, c);
+        if (c->inq_bytes)
+            rlb__proxy_client_process(w, c);
+    } else {
+        rlb_conn_arm_recv(w, c);
+        rlb_conn_flush(w, c); /* the request waited for the handshake */
+        if (c->inq_bytes)
+            rlb__proxy_upstream_process(w, c);
+    }
+}
+
+void rlb_proxy_tls_failed(struct rlb_worker *w, struct rlb_conn *c)
+{
+    if (rlb_conn_is_closing(c))
+        return;
+    if (c->kind == RLB_CONN_CLIENT) {
+        rlb__proxy_close_client(w, c, c->tls && c->tls->phase != RLB_TLS_FAILED);
+        return;
+    }
+    struct rlb_conn *client = rlb_conn_peer(w, c);
+    if (client && client->txn && !(c->tls && c->tls->phase == RLB_TLS_DATA)) {
+        /* Nothing reached the backend: the request may go elsewhere, like after a refused connect. */
+        rlb_proxy_connected(w, c, -EPROTO);
+    } else if (client && client->txn) {
+        rlb__proxy_upstream_failed(w, c, 502);
+    } else {
+        rlb__proxy_close_upstream(w, c, true);
+    }
 }
 
 void rlb_proxy_recv_end(struct rlb_worker *w, struct rlb_conn *c, int res)
 {
+    if (c->tls && c->tls->phase != RLB_TLS_DATA)
+        rlb_tls_abandoned(w, c);
     c->flags |= RLB_CF_EOF;
     if (res < 0)
         c->flags |= RLB_CF_ABORT;
@@ -332,12 +372,14 @@ void rlb_proxy_sent(struct rlb_worker *w, struct rlb_conn *c, int res)
         }
         return;
     }
-    rlb_outq_sent(c->outq, &w->bufs, (size_t)res);
-    if (rlb_outq_pending(c->outq)) {
-        rlb_conn_flush(w, c);
-    } else {
-        rlb_outq_put(&w->outqs, c->outq);
-        c->outq = NULL;
+    if (c->outq) { /* NULL after a TLS send of BoringSSL's own records */
+        rlb_outq_sent(c->outq, &w->bufs, (size_t)res);
+        if (rlb_outq_pending(c->outq)) {
+            rlb_conn_flush(w, c);
+        } else {
+            rlb_outq_put(&w->outqs, c->outq);
+            c->outq = NULL;
+        }
     }
     struct rlb_conn *p = rlb_conn_peer(w, c);
     if (c->kind == RLB_CONN_CLIENT) {
@@ -364,14 +406,21 @@ void rlb_proxy_connected(struct rlb_worker *w, struct rlb_conn *u, int res)
             rlb__proxy_close_upstream(w, u, true);
             return;
         }
-        rlb__proxy_start_upstream_io(w, u);
-        return;
+        if (w->cfg->pools[u->pool].tls.enabled && rlb_tls_connect(w, u) != 0)
+            res = -ENOMEM;
+        else {
+            rlb__proxy_start_upstream_io(w, u);
+            return;
+        }
     }
+    if (u->state == RLB_US_ACTIVE)
+        u->state = RLB_US_CONNECTING; /* a TLS handshake that failed is a connect that failed */
     const struct rlb_backend_cfg *be = &w->cfg->pools[u->pool].backends[u->backend];
     w->stats.upstream_connect_failures++;
     rlb_upstream_report(w, u->pool, u->backend, RLB_UPSTREAM_FAILED);
     /* A cancelled connect is one our connect timer gave up on. */
-    rlb_log_warn("connect to %s: %s", be->addr.text, res == -ECANCELED ? "timed out" : strerror(-res));
+    if (res != -EPROTO) /* a failed TLS handshake was logged with its reason */
+        rlb_log_warn("connect to %s: %s", be->addr.text, res == -ECANCELED ? "timed out" : strerror(-res));
     if (!c) {
         rlb__proxy_close_upstream(w, u, true);
         return;
@@ -435,6 +484,10 @@ void rlb_proxy_timeout(struct rlb_worker *w, struct rlb_conn *c, enum rlb_timer_
         break;
     case RLB_TIMER_POOL_IDLE:
         rlb__proxy_close_upstream(w, c, false);
+        break;
+    case RLB_TIMER_TLS_HANDSHAKE:
+        rlb_tls_abandoned(w, c);
+        rlb__proxy_close_client(w, c, true);
         break;
     default:
         break;

@@ -22,6 +22,7 @@
 #include "proxy_internal.h"
 
 static const struct rlb_str proto_http = {"http", 4};
+static const struct rlb_str proto_https = {"https", 5};
 
 static void fill_client_ip(struct rlb_conn *c)
 {
@@ -154,7 +155,7 @@ int rlb__proxy_emit_request(struct rlb_worker *w, struct rlb_conn *c, struct rlb
         .route = t->route,
         .client_ip = {c->ip, c->ip_len},
         .via_line = rlb__proxy_via_line(w),
-        .proto = proto_http,
+        .proto = c->tls ? proto_https : proto_http,
         .default_host = {backend_text, strlen(backend_text)},
         .upstream_keepalive = pool->keepalive_max_idle > 0 && !(t->flags & RLB_TF_UPGRADE),
     };
@@ -197,6 +198,51 @@ static bool replay_affordable(const struct rlb_worker *w)
     return g->in_ring + g->pending_adds > g->count / 4;
 }
 
+/* 308 (method and body kept, RFC 9110 15.4.9) to the same host and target over HTTPS. The host and target are
+ * the client's own bytes, sent by reference; the connection closes after, since a body is not read. */
+static void send_https_redirect(struct rlb_worker *w, struct rlb_conn *c, int32_t bid, struct rlb_str host,
+                                struct rlb_str target)
+{
+    /* The port of the plain listener goes; the HTTPS one comes in its place unless it is 443. */
+    size_t host_len = host.len;
+    for (size_t i = host.len; i-- > 0;) {
+        if (host.ptr[i] == ']')
+            break;
+        if (host.ptr[i] == ':') {
+            host_len = i;
+            break;
+        }
+    }
+    struct rlb_outq *q = rlb_conn_outq(w, c);
+    if (host_len == 0 || target.len == 0 || target.ptr[0] != '/') {
+        rlb__proxy_send_error(w, c, 400);
+        return;
+    }
+    if (!q || !rlb_outq_room(q, 6, 64)) {
+        rlb__proxy_close_client(w, c, true);
+        return;
+    }
+    static const char head[] = "HTTP/1.1 308 Permanent Redirect\r\nLocation: https://";
+    static const char tail[] = "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    rlb_outq_push_static(q, head, sizeof(head) - 1);
+    rlb_outq_push_buf(q, &w->bufs, bid, host.ptr, host_len);
+    uint16_t port = w->cfg->listeners[c->listener].redirect_https;
+    if (port != 443) {
+        char p[8];
+        int n = snprintf(p, sizeof(p), ":%u", port);
+        rlb_outq_push_copy(q, p, (size_t)n);
+    }
+    rlb_outq_push_buf(q, &w->bufs, bid, target.ptr, target.len);
+    rlb_outq_push_static(q, tail, sizeof(tail) - 1);
+    w->stats.responses[3]++;
+    c->txn->flags |= RLB_TF_RESP_STARTED | RLB_TF_CLIENT_CLOSE;
+    c->state = RLB_CS_WAIT;
+    rlb_timer_cancel(&w->timers, w->conns, slot(w, c));
+    rlb_conn_inq_clear(w, c);
+    rlb_conn_flush(w, c);
+    rlb__proxy_close_client_after_send(w, c);
+}
+
 /* A whole, valid request head is at the front of c's input. */
 static bool start_request(struct rlb_worker *w, struct rlb_conn *c, const struct rlb_http_request *req)
 {
@@ -232,6 +278,10 @@ static bool start_request(struct rlb_worker *w, struct rlb_conn *c, const struct
     struct rlb_str host = req->host;
     struct rlb_str path = req->target;
     rlb_route_split_target(req->target.ptr, req->target.len, &host, &path);
+    if (w->cfg->listeners[c->listener].redirect_https) {
+        send_https_redirect(w, c, bid, host, path);
+        return false;
+    }
     t->route = rlb_route_find(w->cfg, c->listener, host.ptr, host.len, path.ptr, path.len);
     if (!t->route) {
         rlb__proxy_send_error(w, c, 404);

@@ -11,6 +11,7 @@
  * is written to the client. */
 #include <ringlb/buf.h>
 #include <ringlb/conn.h>
+#include <ringlb/tls.h>
 #include <ringlb/log.h>
 #include <ringlb/proxy.h>
 #include <ringlb/ring.h>
@@ -90,6 +91,9 @@ static void poll_for(struct rlb_worker *w, struct rlb_conn *c, unsigned events)
 bool rlb__proxy_splice_wanted(const struct rlb_worker *w, const struct rlb_txn *t, const struct rlb_conn *u)
 {
     uint32_t min = w->cfg->buffers.splice_min;
+    /* Bytes BoringSSL must encrypt or decrypt cannot bypass it; the kernel's TLS can take them. */
+    if (u->tls || (u->peer != RLB_SLOT_NONE && rlb_tls_userspace_tx(w->conns[u->peer].tls)))
+        return false;
     return min && t->resp_body == RLB_BODY_LENGTH && !(t->flags & RLB_TF_RECHUNK) &&
            t->resp_remaining >= (uint64_t)min + u->inq_bytes;
 }

@@ -80,7 +80,8 @@ static void log_stats(const struct rlb_worker *workers, uint32_t n, const char *
     sum_stats(workers, n, &s);
     rlb_log_info("stats (%s): accepted=%llu accept_errors=%llu requests=%llu responses_1xx=%llu 2xx=%llu 3xx=%llu 4xx=%llu 5xx=%llu "
                  "parse_errors=%llu upstream_connects=%llu upstream_connect_failures=%llu upstream_reused=%llu "
-                 "upstream_retries=%llu retries_denied=%llu ejections=%llu failovers=%llu timeouts=%llu enobufs=%llu zc_sends=%llu splices=%llu shed=%llu ring_enters=%llu ring_sqes=%llu bytes_copied=%llu",
+                 "upstream_retries=%llu retries_denied=%llu ejections=%llu failovers=%llu timeouts=%llu enobufs=%llu zc_sends=%llu splices=%llu shed=%llu ring_enters=%llu ring_sqes=%llu bytes_copied=%llu "
+                 "tls_handshakes=%llu tls_resumed=%llu tls_handshake_failures=%llu ktls_tx=%llu ktls_rx=%llu ktls_fallbacks=%llu",
                  when, (unsigned long long)s.accepted, (unsigned long long)s.accept_errors, (unsigned long long)s.requests,
                  (unsigned long long)s.responses[1], (unsigned long long)s.responses[2],
                  (unsigned long long)s.responses[3], (unsigned long long)s.responses[4],
@@ -90,7 +91,9 @@ static void log_stats(const struct rlb_worker *workers, uint32_t n, const char *
                  (unsigned long long)s.retries_denied, (unsigned long long)s.ejections, (unsigned long long)s.failovers,
                  (unsigned long long)s.timeouts, (unsigned long long)s.enobufs, (unsigned long long)s.zc_sends, (unsigned long long)s.splices,
                  (unsigned long long)s.shed, (unsigned long long)s.ring.enters, (unsigned long long)s.ring.sqes,
-                 (unsigned long long)s.bytes_copied);
+                 (unsigned long long)s.bytes_copied, (unsigned long long)s.tls_handshakes,
+                 (unsigned long long)s.tls_resumed, (unsigned long long)s.tls_handshake_failures,
+                 (unsigned long long)s.ktls_tx, (unsigned long long)s.ktls_rx, (unsigned long long)s.ktls_fallbacks);
 }
 
 static void on_health_change(void *arg, uint32_t pool, uint32_t backend, bool up, const char *why)

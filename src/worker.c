@@ -5,6 +5,7 @@
 #include <ringlb/ring.h>
 #include <ringlb/server.h>
 #include <ringlb/timer.h>
+#include <ringlb/tls.h>
 #include <ringlb/upstream.h>
 #include <ringlb/worker.h>
 
@@ -71,7 +72,7 @@ static void arm_wake(struct rlb_worker *w)
 static int timers_from_config(struct rlb_worker *w)
 {
     const struct rlb_timeouts_cfg *t = &w->cfg->timeouts;
-    uint32_t n = RLB_TIMER_POOL_IDLE + w->cfg->num_pools;
+    uint32_t n = RLB_TIMER_POOL_IDLE + w->cfg->num_pools + w->cfg->num_listeners;
     uint32_t *d = calloc(n, sizeof(*d));
     if (!d)
         return -ENOMEM;
@@ -83,9 +84,19 @@ static int timers_from_config(struct rlb_worker *w)
     d[RLB_TIMER_LINGER] = 2000;
     for (uint32_t p = 0; p < w->cfg->num_pools; p++)
         d[RLB_TIMER_POOL_IDLE + p] = w->cfg->pools[p].keepalive_idle_timeout_ms;
+    for (uint32_t l = 0; l < w->cfg->num_listeners; l++)
+        d[RLB_TIMER_POOL_IDLE + w->cfg->num_pools + l] = w->cfg->listeners[l].tls.handshake_timeout_ms;
     int rc = rlb_timers_init(&w->timers, d, n);
     free(d);
     return rc;
+}
+
+static bool tls_listeners(const struct rlb_config *cfg)
+{
+    for (uint32_t i = 0; i < cfg->num_listeners; i++)
+        if (cfg->listeners[i].tls.enabled)
+            return true;
+    return false;
 }
 
 static int worker_setup(struct rlb_worker *w)
@@ -122,7 +133,8 @@ static int worker_setup(struct rlb_worker *w)
     struct rlb_bufs_spec spec = {
         .count = {[RLB_BUF_GROUP_CLIENT] = cfg->buffers.client_count, [RLB_BUF_GROUP_UPSTREAM] = cfg->buffers.count},
         .size = {[RLB_BUF_GROUP_CLIENT] = cfg->buffers.client_size, [RLB_BUF_GROUP_UPSTREAM] = cfg->buffers.size},
-        .linear_cap = 256,
+        /* Decrypted TLS input lives in linear buffers: room for every client to hold one. */
+        .linear_cap = 256 + (tls_listeners(cfg) ? cfg->buffers.client_count : 0),
         /* a head of max_head_size plus the receive that completes it */
         .linear_size = cfg->limits.max_head_size + largest,
     };
@@ -136,6 +148,8 @@ static int worker_setup(struct rlb_worker *w)
         rc = rlb_upstream_init(w);
     if (rc == 0)
         rc = rlb_proxy_init(w);
+    if (rc == 0 && rlb_tls_worker_init(w, w->start_msg, sizeof(w->start_msg)) != 0)
+        return -EINVAL;
     /* Twice the slots: entries of connections gone since stay until the next pass. */
     if (rc == 0 && !(w->starved = calloc(2 * (size_t)w->num_conns, sizeof(*w->starved))))
         rc = -ENOMEM;
@@ -206,7 +220,12 @@ static void handle_accept(struct rlb_worker *w, struct io_uring_cqe *cqe)
             } else {
                 w->stats.accepted++;
                 c->listener = (uint8_t)idx;
-                rlb_proxy_accepted(w, c);
+                if (w->cfg->listeners[idx].tls.enabled && rlb_tls_accept(w, c) != 0) {
+                    rlb_log_warn("TLS: no memory for a new connection");
+                    rlb_conn_close(w, c, true);
+                } else {
+                    rlb_proxy_accepted(w, c);
+                }
             }
         }
     } else if (cqe->res != -ECANCELED && cqe->res != -EBADF) {
@@ -230,7 +249,7 @@ static void rearm_paused_accepts(struct rlb_worker *w)
         rearm_accept(w, i);
 }
 
-static void add_starved(struct rlb_worker *w, struct rlb_conn *c)
+void rlb_worker_starved(struct rlb_worker *w, struct rlb_conn *c)
 {
     if (c->flags & RLB_CF_STARVED)
         return;
@@ -284,7 +303,10 @@ static void rearm_starved(struct rlb_worker *w)
         }
         (*b)--;
         c->flags &= (uint16_t)~RLB_CF_STARVED;
-        rlb_proxy_input(w, c); /* re-arms the recv unless its input is still full */
+        if (c->tls)
+            rlb_tls_input(w, c); /* decrypts what waited for a buffer, then as below */
+        else
+            rlb_proxy_input(w, c); /* re-arms the recv unless its input is still full */
     }
     /* Connections starved during this pass were appended after <kept>:
      * move them behind the ones still waiting from before. */
@@ -307,6 +329,8 @@ static void handle_recv(struct rlb_worker *w, struct rlb_conn *c, struct io_urin
         int32_t bid = rlb_buf_received(&w->bufs, group, cqe->flags >> IORING_CQE_BUFFER_SHIFT, (uint32_t)cqe->res);
         if (closing) {
             rlb_buf_unref(&w->bufs, bid);
+        } else if (rlb_tls_userspace_rx(c->tls)) {
+            rlb_tls_received(w, c, bid);
         } else {
             rlb_conn_inq_append(w, c, bid);
             rlb_proxy_input(w, c);
@@ -314,12 +338,19 @@ static void handle_recv(struct rlb_worker *w, struct rlb_conn *c, struct io_urin
     } else if (!closing) {
         if (cqe->res == -ENOBUFS) {
             w->stats.enobufs++;
-            add_starved(w, c);
+            rlb_worker_starved(w, c);
         } else if (cqe->res == -ECANCELED) {
             /* Paused for backpressure: whoever drains the input re-arms it.
-             * Paused to splice: the splice may start now. */
+             * Paused to splice: the splice may start now. Paused for the
+             * kernel to take over TLS: it may now. */
             if (c->flags & RLB_CF_SPLICE)
                 rlb_proxy_input(w, c);
+            else if (c->tls)
+                rlb_tls_recv_stopped(w, c);
+        } else if (cqe->res == -EIO && c->tls && (c->tls->ktls & RLB_KTLS_RX)) {
+            rlb_ktls_control_record(w, c);
+            if (!rlb_conn_is_closing(c))
+                rlb_conn_arm_recv(w, c);
         } else {
             rlb_proxy_recv_end(w, c, cqe->res);
         }
@@ -366,7 +397,9 @@ static void handle_send(struct rlb_worker *w, struct rlb_conn *c, struct io_urin
         drop_newest_hold(w, c);
     c->flags &= (uint16_t)~(RLB_CF_SEND_INFLIGHT | RLB_CF_SEND_ZC);
     bool closing = rlb_conn_is_closing(c);
-    if (!closing)
+    if (!closing && rlb_tls_userspace_tx(c->tls))
+        rlb_tls_sent(w, c, cqe->res);
+    else if (!closing)
         rlb_proxy_sent(w, c, cqe->res);
     rlb_conn_try_free(w, c);
 }
@@ -442,7 +475,11 @@ static void expire_timers(struct rlb_worker *w)
         uint32_t s = rlb_timer_pop_expired(&w->timers, w->conns, &list);
         if (s == RLB_SLOT_NONE)
             return;
-        rlb_proxy_timeout(w, &w->conns[s], list >= RLB_TIMER_POOL_IDLE ? RLB_TIMER_POOL_IDLE : list);
+        uint32_t handshake_lists = RLB_TIMER_POOL_IDLE + w->cfg->num_pools;
+        enum rlb_timer_kind kind = list >= handshake_lists      ? RLB_TIMER_TLS_HANDSHAKE
+                                   : list >= RLB_TIMER_POOL_IDLE ? RLB_TIMER_POOL_IDLE
+                                                                 : (enum rlb_timer_kind)list;
+        rlb_proxy_timeout(w, &w->conns[s], kind);
         rlb_conn_try_free(w, &w->conns[s]);
     }
 }
@@ -535,6 +572,9 @@ static void worker_teardown(struct rlb_worker *w)
             close(w->listeners[i].fd);
     rlb_proxy_destroy(w);
     rlb_upstream_destroy(w);
+    for (uint32_t i = 0; w->conns && i < w->slot_hwm; i++)
+        rlb_tls_free(w, &w->conns[i]);
+    rlb_tls_worker_destroy(w);
     rlb_conns_destroy(w);
     rlb_timers_destroy(&w->timers);
     free(w->starved);

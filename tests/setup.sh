@@ -9,6 +9,7 @@ packages=(
   liburing-dev libxxhash-dev libcriterion-dev libyaml-dev android-libboringssl-dev
   clang libclang-rt-14-dev
   python3 curl wrk nginx-light haproxy gnuplot-nox procps
+  openssl qemu-system-x86 busybox-static xz-utils cpio kmod
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -71,6 +71,7 @@ struct rlb_backend_cfg {
     struct rlb_sockaddr addr;
     uint32_t weight; /* 1..1000, default 1 */
     char *zone;      /* NULL: no zone */
+    char *host_name; /* the host as written when it is a name (default TLS SNI); NULL for an address */
     struct rlb_config_mark mark, weight_mark;
 };
 
@@ -100,6 +101,15 @@ struct rlb_pool_cfg {
     char **backup_names;              /* as written; validation resolves them into <backups> */
     struct rlb_config_mark *backup_marks;
     char *local_zone;                 /* prefer backends in this zone while any is healthy; NULL: none */
+    struct {                          /* TLS to the backends */
+        bool enabled;
+        bool verify;                  /* chain and name; default true */
+        char *ca;                     /* NULL: the system's bundle */
+        char *sni;                    /* NULL: the backend's host name, none for an address */
+        char *name;                   /* name the certificate must carry; NULL: the SNI name, else the address */
+        char *cert, *key;             /* client certificate; NULL: none */
+        struct rlb_config_mark mark, ca_mark, cert_mark, key_mark;
+    } tls;
     struct rlb_config_mark mark, name_mark, balance_mark;
 };
 
@@ -140,11 +150,46 @@ struct rlb_vhost_cfg {
     struct rlb_config_mark mark;
 };
 
+/* One certificate of a TLS listener (paths resolved against the configuration file's directory). */
+struct rlb_tls_cert_cfg {
+    char *cert;                /* PEM: the leaf, then its intermediates */
+    char *key;                 /* PEM private key */
+    char *ocsp;                /* DER OCSP response to staple; NULL: none */
+    char **names;              /* SNI names ("*.example.com" allowed); none: the certificate's own DNS names */
+    uint32_t num_names;
+    struct rlb_config_mark mark, cert_mark, key_mark, ocsp_mark;
+};
+
+enum rlb_tls_verify { RLB_TLS_VERIFY_OFF = 0, RLB_TLS_VERIFY_OPTIONAL, RLB_TLS_VERIFY_REQUIRED };
+
+#define RLB_TLS_PROTO_12 0x1
+#define RLB_TLS_PROTO_13 0x2
+
+struct rlb_tls_listener_cfg {
+    bool enabled;
+    struct rlb_tls_cert_cfg *certs; /* the first is the default */
+    uint32_t num_certs;
+    uint8_t protocols;         /* RLB_TLS_PROTO_* bits; default both */
+    char *ciphers;             /* TLS 1.2 suites, BoringSSL syntax; NULL: ECDHE + AEAD only */
+    char **alpn;               /* default {"http/1.1"} */
+    uint32_t num_alpn;
+    bool tickets;              /* default true */
+    uint32_t ticket_rotation_ms; /* default 1 h */
+    char *client_ca;           /* NULL: clients are not asked for a certificate */
+    uint8_t verify_client;     /* enum rlb_tls_verify; default required when client_ca is set */
+    bool verify_client_set;
+    bool ktls;                 /* default true */
+    uint32_t handshake_timeout_ms; /* default 10 s */
+    struct rlb_config_mark mark, ciphers_mark, client_ca_mark, alpn_mark;
+};
+
 struct rlb_listener_cfg {
     char *name;
     struct rlb_sockaddr addr;
     uint32_t backlog; /* default 4096 */
     bool defer_accept; /* accept only once the client has sent something (TCP_DEFER_ACCEPT); default true */
+    uint16_t redirect_https; /* non-zero: answer every request with 308 to https on this port */
+    struct rlb_tls_listener_cfg tls;
     struct rlb_config_mark mark, name_mark;
 };
 
@@ -195,6 +240,9 @@ struct rlb_oneline_args {
     uint32_t num_backends;
     uint32_t workers;      /* 0: auto */
     const char *balance;   /* "rr", "leastconn", "p2c", "hash[:KEY]"; NULL: rr */
+    const char *tls_cert;  /* with tls_key: the listener terminates TLS */
+    const char *tls_key;
+    int ktls;              /* -1: default (on), 0 off, 1 on */
 };
 
 #endif

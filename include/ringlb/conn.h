@@ -51,7 +51,10 @@ void rlb_conn_flush(struct rlb_worker *w, struct rlb_conn *c);
 /* Bytes queued and not yet sent. */
 static inline uint64_t rlb_conn_unsent(const struct rlb_conn *c)
 {
-    return c->outq ? c->outq->queued_bytes : 0;
+    uint64_t n = c->outq ? c->outq->queued_bytes : 0;
+    if (c->tls)
+        n += c->tls->out_len - c->tls->out_sent; /* encrypted, not yet sent */
+    return n;
 }
 
 /* Starts closing: whatever is still queued is dropped (callers that want

@@ -22,6 +22,13 @@ void rlb_proxy_sent(struct rlb_worker *w, struct rlb_conn *c, int res);
 void rlb_proxy_connected(struct rlb_worker *w, struct rlb_conn *u, int res);
 void rlb_proxy_timeout(struct rlb_worker *w, struct rlb_conn *c, enum rlb_timer_kind kind);
 
+/* c's TLS handshake is done (and the kernel took the records, or not):
+ * requests may flow. */
+void rlb_proxy_tls_ready(struct rlb_worker *w, struct rlb_conn *c);
+/* c's TLS failed (handshake, or a bad record later): it closes; an upstream's
+ * request moves on as after a failed connect. */
+void rlb_proxy_tls_failed(struct rlb_worker *w, struct rlb_conn *c);
+
 /* Graceful stop: idle connections close now, busy ones after their response. */
 void rlb_proxy_drain(struct rlb_worker *w);
 /* Drain deadline passed: everything closes now. */

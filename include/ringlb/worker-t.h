@@ -14,6 +14,7 @@
 #include <ringlb/lb-t.h>
 #include <ringlb/ring.h>
 #include <ringlb/timer-t.h>
+#include <ringlb/tls-t.h>
 
 enum rlb_conn_kind {
     RLB_CONN_FREE = 0,
@@ -132,6 +133,7 @@ struct rlb_conn {
     struct rlb_outq *outq; /* owned; from the worker's pool while bytes wait */
     struct rlb_zc_hold *zc_holds; /* buffers of zero-copy sends awaiting their notification, oldest first */
     struct rlb_txn *txn;   /* client: the request being served */
+    struct rlb_tls_conn *tls; /* NULL for plain TCP */
 
     struct rlb_timer_node timer;
 
@@ -183,6 +185,12 @@ struct rlb_worker_stats {
     uint64_t timeouts;
     struct rlb_ring_counters ring;
     uint64_t bytes_copied;  /* user-space copies (heads spanning receives) */
+    uint64_t tls_handshakes;        /* client handshakes completed */
+    uint64_t tls_resumed;           /* of which resumed a session */
+    uint64_t tls_handshake_failures;
+    uint64_t ktls_tx;               /* connections whose sending the kernel took over */
+    uint64_t ktls_rx;               /* ... and receiving */
+    uint64_t ktls_fallbacks;        /* connections kept in userspace because the kernel refused */
 };
 
 struct rlb_listener_sock {
@@ -206,6 +214,7 @@ struct rlb_worker {
     uint32_t num_pipes;
     struct rlb_txn *txn_free;
     struct rlb_timers timers;
+    struct rlb_tls_worker *tls;        /* TLS contexts; NULL without TLS listeners or pools */
 
     struct rlb_conn *conns;
     uint32_t num_conns;
