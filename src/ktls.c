@@ -103,7 +103,7 @@ bool rlb_ktls_begin(struct rlb_worker *w, struct rlb_conn *c)
 }
 
 /* HKDF-Expand-Label (RFC 8446 7.1) with an empty context. */
-static bool expand_label(const EVP_MD *md, const uint8_t *secret, size_t secret_len, const char *label, uint8_t *out,
+bool rlb__ktls_expand_label(const EVP_MD *md, const uint8_t *secret, size_t secret_len, const char *label, uint8_t *out,
                          size_t out_len)
 {
     uint8_t info[2 + 1 + 6 + 16 + 1];
@@ -182,10 +182,10 @@ static bool derive_keys(struct rlb_tls_conn *t, const struct ktls_cipher *k, str
         if (t->secret_len != hash_len)
             return false;
         d->iv_len = 12;
-        return expand_label(md, t->server_secret, hash_len, "key", d->key[0], k->key_len) &&
-               expand_label(md, t->server_secret, hash_len, "iv", d->iv[0], 12) &&
-               expand_label(md, t->client_secret, hash_len, "key", d->key[1], k->key_len) &&
-               expand_label(md, t->client_secret, hash_len, "iv", d->iv[1], 12);
+        return rlb__ktls_expand_label(md, t->server_secret, hash_len, "key", d->key[0], k->key_len) &&
+               rlb__ktls_expand_label(md, t->server_secret, hash_len, "iv", d->iv[0], 12) &&
+               rlb__ktls_expand_label(md, t->client_secret, hash_len, "key", d->key[1], k->key_len) &&
+               rlb__ktls_expand_label(md, t->client_secret, hash_len, "iv", d->iv[1], 12);
     }
     /* TLS 1.2 key block (RFC 5246 6.3): client MAC, server MAC (none for AEAD), client key, server key,
      * client IV, server IV. */

@@ -430,7 +430,9 @@ void rlb_proxy_connected(struct rlb_worker *w, struct rlb_conn *u, int res)
     u->outq = NULL;
     rlb__proxy_close_upstream(w, u, true);
     struct rlb_txn *t = c->txn;
-    t->connect_failures++;
+    /* Backends all refusing connections is 503; one we reached but could not trust is a bad gateway (502). */
+    if (res != -EPROTO)
+        t->connect_failures++;
     struct rlb_conn *nu = rlb__proxy_acquire_upstream(w, c, t);
     if (!nu) {
         if (q) {

@@ -60,6 +60,10 @@ struct rlb_tls_worker {
     char staging[16384];   /* small pieces gathered into one record */
 };
 
+/* HKDF-Expand-Label (RFC 8446 7.1) with an empty context. */
+bool rlb__ktls_expand_label(const EVP_MD *md, const uint8_t *secret, size_t secret_len, const char *label, uint8_t *out,
+                            size_t out_len);
+
 /* Fills <msg> with BoringSSL's oldest queued error (and clears the queue). */
 void rlb__tls_error(char *msg, size_t len, const char *what);
 

@@ -409,6 +409,19 @@ static void fail_handshake(struct rlb_worker *w, struct rlb_conn *c, const char 
 {
     struct rlb_tls_conn *t = c->tls;
     struct rlb_tls_worker *tw = w->tls;
+    uint32_t code = ERR_peek_error();
+    if (c->kind == RLB_CONN_CLIENT && ERR_GET_LIB(code) == ERR_LIB_SSL && ERR_GET_REASON(code) == SSL_R_HTTP_REQUEST) {
+        /* Plain HTTP to the TLS port: a person with a browser, most likely; tell them in their protocol, as nginx
+         * does, rather than with an alert their client cannot show. */
+        static const char answer[] = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 49\r\n"
+                                     "Connection: close\r\n\r\nThe plain HTTP request was sent to an HTTPS port\n";
+        if (t->out == NULL)
+            t->out = out_get(tw);
+        if (t->out != NULL && t->out_len == 0) {
+            memcpy(t->out, answer, sizeof(answer) - 1);
+            t->out_len = sizeof(answer) - 1;
+        }
+    }
     char reason[200];
     rlb__tls_error(reason, sizeof(reason), why);
     if (c->kind == RLB_CONN_CLIENT) {

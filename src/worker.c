@@ -484,14 +484,15 @@ static void expire_timers(struct rlb_worker *w)
     }
 }
 
-static void run_loop(struct rlb_worker *w)
+/* One turn of the loop: wait (at most <max_wait_ms> when >= 0), handle what
+ * completed, run timers. Returns false when the worker should stop. */
+static bool loop_turn(struct rlb_worker *w, int64_t max_wait_ms)
 {
-    for (uint32_t i = 0; i < w->cfg->num_listeners; i++)
-        arm_accept(w, i);
-    arm_wake(w);
-    for (;;) {
+    {
         rlb_bufs_publish(&w->bufs);
         int64_t wait_ms = rlb_timer_next_ms(&w->timers, w->conns);
+        if (max_wait_ms >= 0 && (wait_ms < 0 || wait_ms > max_wait_ms))
+            wait_ms = max_wait_ms;
         for (uint32_t i = 0; i < w->cfg->num_listeners; i++) {
             const struct rlb_listener_sock *ls = &w->listeners[i];
             if (!ls->accepting && ls->fd >= 0 && !w->draining) {
@@ -518,7 +519,7 @@ static void run_loop(struct rlb_worker *w)
         int rc = io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, wait_ms >= 0 ? &ts : NULL, NULL);
         if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY) {
             rlb_log_error("worker %u: io_uring wait: %s", w->id, strerror(-rc));
-            break;
+            return false;
         }
         w->timers.now_ms = rlb_now_ms();
         unsigned head, n = 0;
@@ -539,13 +540,48 @@ static void run_loop(struct rlb_worker *w)
         rearm_paused_accepts(w);
         if (w->draining) {
             if (w->live_clients == 0)
-                break;
+                return false;
             if (w->timers.now_ms >= w->drain_deadline_ms) {
                 rlb_log_warn("worker %u: drain timeout, closing %u connections", w->id, w->live_clients);
-                break;
+                return false;
             }
         }
     }
+    return true;
+}
+
+static void worker_teardown(struct rlb_worker *w);
+
+static void run_loop(struct rlb_worker *w)
+{
+    for (uint32_t i = 0; i < w->cfg->num_listeners; i++)
+        arm_accept(w, i);
+    arm_wake(w);
+    while (loop_turn(w, -1)) {
+    }
+}
+
+int rlb_worker_start_inline(struct rlb_worker *w)
+{
+    for (uint32_t i = 0; i < RLB_ARRAY_SIZE(w->listeners); i++)
+        w->listeners[i].fd = -1;
+    w->wake_fd = -1;
+    int rc = worker_setup(w);
+    if (rc != 0)
+        return rc;
+    for (uint32_t i = 0; i < w->cfg->num_listeners; i++)
+        arm_accept(w, i);
+    return 0;
+}
+
+void rlb_worker_turn(struct rlb_worker *w, int wait_ms)
+{
+    loop_turn(w, wait_ms);
+}
+
+void rlb_worker_stop_inline(struct rlb_worker *w)
+{
+    worker_teardown(w);
 }
 
 static void worker_teardown(struct rlb_worker *w)

@@ -15,6 +15,13 @@ void rlb_worker_request_stop(struct rlb_worker *w);
  * rlb_tls_input for TLS) when buffers come back. */
 void rlb_worker_starved(struct rlb_worker *w, struct rlb_conn *c);
 
+/* For harnesses (fuzzers) that drive a worker from their own thread: set up
+ * (listeners bound, accepts posted), one loop turn waiting at most
+ * <wait_ms>, and teardown. <w->cfg> is set by the caller; no health board. */
+int rlb_worker_start_inline(struct rlb_worker *w);
+void rlb_worker_turn(struct rlb_worker *w, int wait_ms);
+void rlb_worker_stop_inline(struct rlb_worker *w);
+
 /* Wakes the worker so that it looks at shared state (health) between loop turns. */
 void rlb_worker_wake(struct rlb_worker *w);
 
