@@ -592,7 +592,7 @@ Test(config_errors, wrong_node_type)
 Test(config_errors, unknown_key)
 {
     expect_error("listeners:\n  - name: web\n    address: 127.0.0.1:8080\n    backlogg: 5\n" POOLS VHOSTS,
-                 "x.yaml:4:5: ", "unknown key \"backlogg\" in listener (expected one of: name, address, backlog, defer_accept)");
+                 "x.yaml:4:5: ", "unknown key \"backlogg\" in listener (expected one of: name, address, backlog, defer_accept, tls, redirect_https)");
     expect_error(BASE "worker: 2\n", "x.yaml:9:1: ", "unknown key \"worker\" in the top level");
     expect_error(BASE "timeouts:\n  client_headers: 5s\n",
                  "x.yaml:10:3: ", "unknown key \"client_headers\" in timeouts");
