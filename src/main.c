@@ -70,6 +70,23 @@ static bool size_option(const char *name, const char *text, uint64_t *out)
     return false;
 }
 
+/* What SIGHUP reads again: the same file, or the same one-line options (whose certificate files may have been
+ * replaced). */
+static const char *reload_path;
+static struct rlb_oneline_args reload_args;
+static int64_t reload_zerocopy = -1, reload_splice = -1;
+
+static struct rlb_config *reload_config(char *err, size_t errlen)
+{
+    struct rlb_config *cfg = reload_path ? rlb_config_load_file(reload_path, err, errlen)
+                                         : rlb_config_from_oneline(&reload_args, err, errlen);
+    if (cfg && reload_zerocopy >= 0)
+        cfg->buffers.zerocopy_min = (uint32_t)reload_zerocopy;
+    if (cfg && reload_splice >= 0)
+        cfg->buffers.splice_min = (uint32_t)reload_splice;
+    return cfg;
+}
+
 int main(int argc, char **argv)
 {
     /* Blocked before any thread exists, so every thread inherits the mask
@@ -240,7 +257,12 @@ int main(int argc, char **argv)
         rlb_config_free(cfg);
         return 0;
     }
-    int status = rlb_server_run(cfg, demo ? print_demo_banner : NULL);
+    reload_path = config_path;
+    reload_args = one;
+    reload_args.backends = backends;
+    reload_zerocopy = zerocopy_set ? (int64_t)zerocopy_min : -1;
+    reload_splice = splice_set ? (int64_t)splice_min : -1;
+    int status = rlb_server_run(cfg, demo ? print_demo_banner : NULL, demo ? NULL : reload_config);
     rlb_config_free(cfg);
     return status;
 }

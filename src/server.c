@@ -1,3 +1,4 @@
+#include <ringlb/config.h>
 #include <ringlb/health.h>
 #include <ringlb/health_board.h>
 #include <ringlb/log.h>
@@ -7,6 +8,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdlib.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -113,7 +115,55 @@ uint32_t rlb_server_worker_count(const struct rlb_config *cfg)
     return n > 0 ? (uint32_t)n : 1;
 }
 
-int rlb_server_run(const struct rlb_config *cfg, void (*on_ready)(const struct rlb_config *cfg, uint32_t workers))
+/* Only TLS material changes without a restart: the new snapshot must have the same listeners and pools. */
+static const char *tls_reload_blocker(const struct rlb_config *old, const struct rlb_config *new)
+{
+    if (old->num_listeners != new->num_listeners || old->num_pools != new->num_pools)
+        return "the number of listeners or pools changed";
+    for (uint32_t i = 0; i < old->num_listeners; i++)
+        if (old->listeners[i].tls.enabled != new->listeners[i].tls.enabled ||
+            strcmp(old->listeners[i].addr.text, new->listeners[i].addr.text) != 0)
+            return "a listener's address or its use of TLS changed";
+    for (uint32_t i = 0; i < old->num_pools; i++)
+        if (old->pools[i].tls.enabled != new->pools[i].tls.enabled ||
+            old->pools[i].num_backends != new->pools[i].num_backends)
+            return "a pool's backends or its use of TLS changed";
+    return NULL;
+}
+
+/* SIGHUP: validate the file again (a bad one changes nothing), then hand the new TLS material to every worker.
+ * Returns the snapshot to keep until exit (the workers' new contexts point into it), or NULL. */
+static struct rlb_config *reload_tls(const struct rlb_config *running, rlb_reload_fn reload, struct rlb_worker *workers,
+                                     uint32_t n)
+{
+    if (reload == NULL) {
+        rlb_log_info("SIGHUP: nothing to reload in this mode");
+        return NULL;
+    }
+    char err[RLB_CONFIG_ERR_MAX];
+    struct rlb_config *next = reload(err, sizeof(err));
+    if (next == NULL) {
+        rlb_log_error("SIGHUP: reload refused, the running configuration stays: %s", err);
+        return NULL;
+    }
+    const char *blocker = tls_reload_blocker(running, next);
+    if (blocker != NULL) {
+        rlb_log_error("SIGHUP: reload refused (%s; that needs a restart), the running configuration stays", blocker);
+        rlb_config_free(next);
+        return NULL;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        atomic_store_explicit(&workers[i].tls_reload, next, memory_order_release);
+        rlb_worker_wake(&workers[i]);
+    }
+    rlb_log_info("SIGHUP: TLS certificates, keys and settings reloaded from %s (connections keep theirs until they "
+                 "close; other changes take effect at restart)",
+                 next->source);
+    return next;
+}
+
+int rlb_server_run(const struct rlb_config *cfg, void (*on_ready)(const struct rlb_config *cfg, uint32_t workers),
+                   rlb_reload_fn reload)
 {
     uint32_t n = rlb_server_worker_count(cfg);
     int mask_cpus[RLB_CONFIG_MAX_CPUS];
@@ -141,6 +191,8 @@ int rlb_server_run(const struct rlb_config *cfg, void (*on_ready)(const struct r
     rlb_health_board_attach(&board, workers, n);
     uint32_t started = 0;
     int status = 0;
+    struct rlb_config **reloaded = NULL; /* freed after the workers stop */
+    uint32_t num_reloaded = 0;
     struct rlb_health_checker *checker = NULL;
     for (uint32_t i = 0; i < n; i++) {
         struct rlb_worker *w = &workers[i];
@@ -189,7 +241,14 @@ int rlb_server_run(const struct rlb_config *cfg, void (*on_ready)(const struct r
                 continue;
             }
             if (sig == SIGHUP) {
-                rlb_log_info("SIGHUP ignored: this build reloads configuration only by restart");
+                struct rlb_config *next = reload_tls(cfg, reload, workers, started);
+                if (next != NULL) {
+                    struct rlb_config **grown = realloc(reloaded, (num_reloaded + 1) * sizeof(*grown));
+                    if (grown != NULL) {
+                        reloaded = grown;
+                        reloaded[num_reloaded++] = next;
+                    } /* else: kept alive by leaking it, as workers may point into it */
+                }
                 continue;
             }
             rlb_log_info("%s: stopping, requests in flight get %u ms", sig == SIGTERM ? "SIGTERM" : "SIGINT",
@@ -208,6 +267,9 @@ int rlb_server_run(const struct rlb_config *cfg, void (*on_ready)(const struct r
             close(workers[i].wake_fd);
     if (status == 0)
         log_stats(workers, started, "at exit");
+    for (uint32_t i = 0; i < num_reloaded; i++)
+        rlb_config_free(reloaded[i]);
+    free(reloaded);
     free(workers);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     return status;

@@ -5,6 +5,7 @@
 #include "tls_internal.h"
 
 #include <ringlb/config.h>
+#include <ringlb/log.h>
 #include <ringlb/worker-t.h>
 
 #include <openssl/err.h>
@@ -549,6 +550,33 @@ int rlb_tls_worker_init(struct rlb_worker *w, char *msg, size_t len)
         return -1;
     w->tls->w = w;
     return 0;
+}
+
+void rlb_tls_worker_reload(struct rlb_worker *w, const struct rlb_config *cfg)
+{
+    struct rlb_config_mark where;
+    char msg[400];
+    struct rlb_tls_worker *next = tw_build(cfg, &where, msg, sizeof(msg));
+    if (next == NULL) {
+        rlb_log_error("worker %u: TLS reload failed, the running certificates stay: %s", w->id, msg);
+        return;
+    }
+    struct rlb_tls_worker *old = w->tls;
+    next->w = w;
+    w->tls = next;
+    if (old == NULL)
+        return;
+    /* The per-worker state that is not about certificates carries over. */
+    next->ktls_retry_ms = old->ktls_retry_ms;
+    next->ktls_refusal_logged = old->ktls_refusal_logged;
+    if (old->live == 0)
+        tw_destroy(old);
+}
+
+void rlb_tls_retire_check(struct rlb_worker *w, struct rlb_tls_worker *owner)
+{
+    if (owner != w->tls && owner->live == 0)
+        tw_destroy(owner);
 }
 
 void rlb_tls_worker_destroy(struct rlb_worker *w)

@@ -57,12 +57,16 @@ struct rlb_tls_worker {
     uint64_t ktls_retry_ms; /* the kernel refused the ULP: do not ask again before this */
     bool ktls_refusal_logged;
     uint64_t failure_logged_ms;
+    uint32_t live;         /* connections made with these contexts */
     char staging[16384];   /* small pieces gathered into one record */
 };
 
 /* HKDF-Expand-Label (RFC 8446 7.1) with an empty context. */
 bool rlb__ktls_expand_label(const EVP_MD *md, const uint8_t *secret, size_t secret_len, const char *label, uint8_t *out,
                             size_t out_len);
+
+/* Frees <owner> once it is no longer the worker's current set and no connection uses it. */
+void rlb_tls_retire_check(struct rlb_worker *w, struct rlb_tls_worker *owner);
 
 /* Fills <msg> with BoringSSL's oldest queued error (and clears the queue). */
 void rlb__tls_error(char *msg, size_t len, const char *what);

@@ -166,6 +166,7 @@ static struct rlb_tls_conn *attach(struct rlb_worker *w, struct rlb_conn *c, SSL
         return NULL;
     memset(t, 0, sizeof(*t));
     t->w = w;
+    t->owner = tw;
     t->slot = rlb_conn_slot(w, c);
     t->cin_head = t->cin_tail = RLB_BUF_NONE;
     t->ssl = SSL_new(ctx);
@@ -182,6 +183,7 @@ static struct rlb_tls_conn *attach(struct rlb_worker *w, struct rlb_conn *c, SSL
     BIO_set_init(bio, 1);
     SSL_set_bio(t->ssl, bio, bio);
     SSL_set_app_data(t->ssl, t);
+    tw->live++;
     c->tls = t;
     return t;
 }
@@ -200,9 +202,12 @@ void rlb_tls_free(struct rlb_worker *w, struct rlb_conn *c)
     out_release(w->tls, t);
     memset(t->client_secret, 0, sizeof(t->client_secret));
     memset(t->server_secret, 0, sizeof(t->server_secret));
+    struct rlb_tls_worker *owner = t->owner;
     t->next_free = w->tls->conn_free;
     w->tls->conn_free = t;
     c->tls = NULL;
+    owner->live--;
+    rlb_tls_retire_check(w, owner);
 }
 
 int rlb_tls_accept(struct rlb_worker *w, struct rlb_conn *c)
@@ -212,6 +217,7 @@ int rlb_tls_accept(struct rlb_worker *w, struct rlb_conn *c)
     if (t == NULL)
         return -1;
     t->listener = c->listener;
+    t->ktls_wanted = srv->cfg->ktls;
     SSL_set_accept_state(t->ssl);
     return 0;
 }
@@ -452,7 +458,7 @@ static void handshake_done(struct rlb_worker *w, struct rlb_conn *c)
         w->stats.tls_handshakes++;
         if (SSL_session_reused(t->ssl))
             w->stats.tls_resumed++;
-        if (w->cfg->listeners[c->listener].tls.ktls && rlb_ktls_begin(w, c)) {
+        if (t->ktls_wanted && rlb_ktls_begin(w, c)) {
             /* The kernel takes the records from the next byte on: what BoringSSL still owes must be sent, and the
              * posted receive stopped, so that no ciphertext lands where plaintext is expected. */
             t->phase = RLB_TLS_KTLS_PREP;

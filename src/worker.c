@@ -531,6 +531,9 @@ static bool loop_turn(struct rlb_worker *w, int64_t max_wait_ms)
         io_uring_cq_advance(&w->ring, n);
         expire_timers(w);
         rlb_upstream_adopt_health(w);
+        const struct rlb_config *tls_next = atomic_exchange_explicit(&w->tls_reload, NULL, memory_order_acquire);
+        if (tls_next != NULL)
+            rlb_tls_worker_reload(w, tls_next);
         if (w->lb_refresh_ms && w->timers.now_ms >= w->lb_refresh_ms)
             rlb_upstream_refresh(w);
         /* Buffers given back during this turn count now: a starved

@@ -21,6 +21,7 @@ enum rlb_tls_phase {
 struct rlb_tls_conn {
     struct ssl_st *ssl;
     struct rlb_worker *w;  /* for the BIO callbacks */
+    struct rlb_tls_worker *owner; /* the contexts this connection was made with (a reload may replace them) */
     uint32_t slot;
     /* Ciphertext received and not yet read by BoringSSL (buffer ids chained through segs). */
     int32_t cin_head, cin_tail;
@@ -33,6 +34,7 @@ struct rlb_tls_conn {
     uint8_t ktls;          /* RLB_KTLS_* */
     uint8_t listener;
     bool saw_bytes;        /* the peer sent something: an end now is a failed handshake, not a probe */
+    bool ktls_wanted;      /* the listener asks for kernel TLS */
     /* Where the ciphertext BoringSSL consumed stands against record boundaries:
      * the kernel can take over receiving only at a boundary. */
     uint8_t rec_hdr_have;

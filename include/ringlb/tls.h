@@ -25,6 +25,9 @@ int rlb_tls_check(const struct rlb_config *cfg, struct rlb_config_mark *where, c
  * shared between workers). Returns 0, or -1 with a message. */
 int rlb_tls_worker_init(struct rlb_worker *w, char *msg, size_t len);
 void rlb_tls_worker_destroy(struct rlb_worker *w);
+/* New contexts from <cfg> (same listeners and pools) for new connections;
+ * connections open now keep the old ones, freed when the last one closes. */
+void rlb_tls_worker_reload(struct rlb_worker *w, const struct rlb_config *cfg);
 
 /* --- connections (tls_io.c) --- */
 

@@ -215,6 +215,7 @@ struct rlb_worker {
     struct rlb_txn *txn_free;
     struct rlb_timers timers;
     struct rlb_tls_worker *tls;        /* TLS contexts; NULL without TLS listeners or pools */
+    const struct rlb_config *_Atomic tls_reload; /* new TLS material posted by the main thread (SIGHUP) */
 
     struct rlb_conn *conns;
     uint32_t num_conns;

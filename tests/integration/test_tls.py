@@ -1179,5 +1179,68 @@ class ClientCertTest(H.ProxyTestCase):
                 self.assertEqual(res.json()["target"], "/opt-" + name)
 
 
+
+class ReloadTest(H.ProxyTestCase):
+    """SIGHUP: new certificates for new connections, open connections untouched, a bad file changes nothing."""
+
+    def _presented_cn(self, port):
+        raw = socket.create_connection(("127.0.0.1", port), timeout=3)
+        ctx = client_ctx(verify=False)
+        with ctx.wrap_socket(raw, server_hostname="shop.test") as s:
+            der = s.getpeercert(binary_form=True)
+        out = subprocess.run(["openssl", "x509", "-inform", "DER", "-noout", "-subject"], input=der,
+                             capture_output=True, check=True).stdout.decode()
+        return out.strip()
+
+    def test_15_sighup_reloads_certificates(self):
+        c = certs()
+        echo = self.backend("echo", name="echo")
+        port = H.free_port()
+        live = os.path.join(tempfile.mkdtemp(prefix="ringlb-reload-"), "live")
+        os.mkdir(live)
+        atexit.register(shutil.rmtree, os.path.dirname(live), True)
+        for src, dst in ((c.shop["cert"], "cert.pem"), (c.shop["key"], "key.pem")):
+            shutil.copy(src, os.path.join(live, dst))
+        p = self.proxy(one_pool_config(
+            [{"name": "https", "address": "127.0.0.1:%d" % port,
+              "tls": {"certificates": [{"cert": os.path.join(live, "cert.pem"),
+                                        "key": os.path.join(live, "key.pem")}]}}], echo, workers=2))
+        wait_port(port)
+        self.assertIn("shop.test", self._presented_cn(port))
+        old = TLSClient(port)
+        r = old.request("GET", "/before", "shop.test")
+        self.assertEqual(r.status, 200)
+
+        # A broken replacement: refused with its place in the file, the running certificate stays.
+        with open(os.path.join(live, "cert.pem"), "w") as f:
+            f.write("-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n")
+        p.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 3
+        while "reload refused" not in p.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertRegex(p.log(), r"reload refused, the running configuration stays: .*ringlb\.yaml:\d+:\d+: "
+                                  r"cannot load certificate")
+        self.assertIn("shop.test", self._presented_cn(port))
+
+        # The real replacement.
+        for src, dst in ((c.other["cert"], "cert.pem"), (c.other["key"], "key.pem")):
+            shutil.copy(src, os.path.join(live, dst))
+        p.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 3
+        while "TLS certificates, keys and settings reloaded" not in p.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen = set()
+        for _ in range(8):  # both workers
+            seen.add(self._presented_cn(port))
+        self.assertEqual(len(seen), 1, seen)
+        self.assertIn("other.test", seen.pop())
+        # The connection opened before the reload carries on with its session.
+        r = old.request("GET", "/after", "shop.test")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.json()["target"], "/after")
+        old.close()
+        self.assertIsNone(p.proc.poll())
+
+
 if __name__ == "__main__":
     H.main(budget=150)
