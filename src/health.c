@@ -1,6 +1,10 @@
 #include <ringlb/health.h>
 #include <ringlb/log.h>
 #include <ringlb/timer.h>
+#include <ringlb/tls.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include <errno.h>
 #include <limits.h>
@@ -14,7 +18,7 @@
 /* "HTTP/1.x NNN": all we need to judge a response. */
 #define RLB_HC_STATUS_LINE 12
 
-enum rlb_hc_state { RLB_HC_IDLE, RLB_HC_CONNECTING, RLB_HC_SENDING, RLB_HC_READING };
+enum rlb_hc_state { RLB_HC_IDLE, RLB_HC_CONNECTING, RLB_HC_HANDSHAKE, RLB_HC_SENDING, RLB_HC_READING };
 
 /* A pool's check with every default applied, so probes never test for zero. */
 struct rlb_hc_settings {
@@ -30,6 +34,8 @@ struct rlb_hc_probe {
     char *req;
     size_t req_len, sent;
     int fd;
+    SSL *ssl;             /* TLS pools: the probe speaks TLS over <fd> */
+    bool want_write;      /* TLS: what BoringSSL waits for */
     enum rlb_hc_state state;
     uint64_t next_ms;     /* IDLE: when the next probe starts */
     uint64_t deadline_ms; /* otherwise: when this one times out */
@@ -46,6 +52,7 @@ struct rlb_health_checker {
     pthread_t thread;
     int stop_fd;
     struct rlb_hc_settings *sets; /* one per pool */
+    SSL_CTX **tls;                /* one per pool; NULL for plain pools */
     struct rlb_hc_probe *probes;
     uint32_t num_probes;
     struct pollfd *pfds;          /* pfds[0] is stop_fd; pfds[i] belongs to probes[pfd_probe[i]] */
@@ -77,6 +84,8 @@ static void rlb_hc_report(struct rlb_health_checker *hc, struct rlb_hc_probe *p,
  * disagrees with the current state only counts towards a transition. */
 static void rlb_hc_finish(struct rlb_health_checker *hc, struct rlb_hc_probe *p, bool ok, const char *why)
 {
+    SSL_free(p->ssl);
+    p->ssl = NULL;
     if (p->fd >= 0)
         close(p->fd);
     p->fd = -1;
@@ -110,8 +119,20 @@ static void rlb_hc_begin(struct rlb_health_checker *hc, struct rlb_hc_probe *p, 
         rlb_hc_fail_errno(hc, p, errno);
         return;
     }
+    SSL_CTX *tls = hc->tls[p->pool];
+    if (tls != NULL) {
+        const struct rlb_pool_cfg *pool = &hc->cfg->pools[p->pool];
+        p->ssl = SSL_new(tls);
+        if (p->ssl == NULL || !SSL_set_fd(p->ssl, p->fd) ||
+            rlb_tls_client_setup(p->ssl, pool, &pool->backends[p->backend]) != 0) {
+            ERR_clear_error();
+            rlb_hc_finish(hc, p, false, "out of memory");
+            return;
+        }
+        p->want_write = true;
+    }
     if (connect(p->fd, (const struct sockaddr *)&p->addr->ss, p->addr->len) == 0)
-        p->state = RLB_HC_SENDING;
+        p->state = p->ssl ? RLB_HC_HANDSHAKE : RLB_HC_SENDING;
     else if (errno == EINPROGRESS)
         p->state = RLB_HC_CONNECTING;
     else
@@ -131,6 +152,65 @@ static void rlb_hc_judge(struct rlb_health_checker *hc, struct rlb_hc_probe *p)
     rlb_hc_finish(hc, p, status >= p->set->status_min && status <= p->set->status_max, hc->why);
 }
 
+/* A TLS call that did not complete: waiting is fine, anything else ends the probe. */
+static bool rlb_hc_tls_wait(struct rlb_health_checker *hc, struct rlb_hc_probe *p, int r, const char *what)
+{
+    int e = SSL_get_error(p->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        p->want_write = e == SSL_ERROR_WANT_WRITE;
+        return true;
+    }
+    uint32_t code = ERR_get_error();
+    char reason[80] = "connection closed";
+    if (code != 0)
+        ERR_error_string_n(code, reason, sizeof(reason));
+    ERR_clear_error();
+    snprintf(hc->why, sizeof(hc->why), "%s: %s", what, reason);
+    rlb_hc_finish(hc, p, false, hc->why);
+    return false;
+}
+
+static void rlb_hc_tls_io(struct rlb_health_checker *hc, struct rlb_hc_probe *p)
+{
+    if (p->state == RLB_HC_HANDSHAKE) {
+        int r = SSL_do_handshake(p->ssl);
+        if (r != 1) {
+            rlb_hc_tls_wait(hc, p, r, "TLS handshake");
+            return;
+        }
+        p->state = RLB_HC_SENDING;
+    }
+    if (p->state == RLB_HC_SENDING) {
+        int r = SSL_write(p->ssl, p->req + p->sent, (int)(p->req_len - p->sent));
+        if (r <= 0) {
+            rlb_hc_tls_wait(hc, p, r, "TLS");
+            return;
+        }
+        p->sent += (size_t)r;
+        if (p->sent < p->req_len)
+            return;
+        p->state = RLB_HC_READING;
+        p->want_write = false;
+    }
+    while (p->got < sizeof(p->resp)) {
+        int r = SSL_read(p->ssl, p->resp + p->got, (int)(sizeof(p->resp) - p->got));
+        if (r <= 0) {
+            if (SSL_get_error(p->ssl, r) == SSL_ERROR_ZERO_RETURN) {
+                rlb_hc_finish(hc, p, false, "bad response");
+                return;
+            }
+            rlb_hc_tls_wait(hc, p, r, "TLS");
+            return;
+        }
+        p->got += (size_t)r;
+        if (memcmp(p->resp, "HTTP/1.", p->got < 7 ? p->got : 7) != 0) {
+            rlb_hc_finish(hc, p, false, "bad response");
+            return;
+        }
+    }
+    rlb_hc_judge(hc, p);
+}
+
 static void rlb_hc_io(struct rlb_health_checker *hc, struct rlb_hc_probe *p)
 {
     if (p->state == RLB_HC_CONNECTING) {
@@ -142,7 +222,11 @@ static void rlb_hc_io(struct rlb_health_checker *hc, struct rlb_hc_probe *p)
             rlb_hc_fail_errno(hc, p, err);
             return;
         }
-        p->state = RLB_HC_SENDING;
+        p->state = p->ssl ? RLB_HC_HANDSHAKE : RLB_HC_SENDING;
+    }
+    if (p->ssl) {
+        rlb_hc_tls_io(hc, p);
+        return;
     }
     if (p->state == RLB_HC_SENDING) {
         ssize_t n = send(p->fd, p->req + p->sent, p->req_len - p->sent, MSG_NOSIGNAL);
@@ -193,7 +277,8 @@ static void *rlb_hc_main(void *arg)
                 wait = (int64_t)(until - now);
             if (p->state == RLB_HC_IDLE)
                 continue;
-            hc->pfds[nfds] = (struct pollfd){.fd = p->fd, .events = p->state == RLB_HC_READING ? POLLIN : POLLOUT};
+            bool out = p->ssl && p->state != RLB_HC_CONNECTING ? p->want_write : p->state != RLB_HC_READING;
+            hc->pfds[nfds] = (struct pollfd){.fd = p->fd, .events = out ? POLLOUT : POLLIN};
             hc->pfd_probe[nfds++] = i;
         }
         int n = poll(hc->pfds, nfds, wait > INT_MAX ? INT_MAX : (int)wait);
@@ -212,10 +297,14 @@ static void *rlb_hc_main(void *arg)
 static void rlb_hc_free(struct rlb_health_checker *hc)
 {
     for (uint32_t i = 0; hc->probes && i < hc->num_probes; i++) {
+        SSL_free(hc->probes[i].ssl);
         if (hc->probes[i].fd >= 0)
             close(hc->probes[i].fd);
         free(hc->probes[i].req);
     }
+    for (uint32_t i = 0; hc->tls && i < hc->cfg->num_pools; i++)
+        SSL_CTX_free(hc->tls[i]);
+    free(hc->tls);
     if (hc->stop_fd >= 0)
         close(hc->stop_fd);
     free(hc->probes);
@@ -275,12 +364,22 @@ struct rlb_health_checker *rlb_health_start(const struct rlb_config *cfg, rlb_he
         return NULL;
     *hc = (struct rlb_health_checker){.cfg = cfg, .fn = fn, .arg = arg, .num_probes = num, .stop_fd = -1};
     hc->sets = calloc(cfg->num_pools, sizeof(*hc->sets));
+    hc->tls = calloc(cfg->num_pools, sizeof(*hc->tls));
     hc->probes = calloc(num, sizeof(*hc->probes));
     hc->pfds = calloc(num + 1, sizeof(*hc->pfds));
     hc->pfd_probe = calloc(num + 1, sizeof(*hc->pfd_probe));
     int err = ENOMEM;
-    if (!hc->sets || !hc->probes || !hc->pfds || !hc->pfd_probe)
+    if (!hc->sets || !hc->tls || !hc->probes || !hc->pfds || !hc->pfd_probe)
         goto fail;
+    for (uint32_t i = 0; i < cfg->num_pools; i++) {
+        if (!cfg->pools[i].check.enabled || !cfg->pools[i].tls.enabled)
+            continue;
+        char msg[256];
+        if ((hc->tls[i] = rlb_tls_client_ctx_new(&cfg->pools[i], msg, sizeof(msg))) == NULL) {
+            rlb_log_error("health: pool %s: %s", cfg->pools[i].name, msg);
+            goto fail;
+        }
+    }
     for (uint32_t i = 0; i < num; i++)
         hc->probes[i].fd = -1;
     if (rlb_hc_init_probes(hc) < 0)

@@ -14,6 +14,7 @@
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <pthread.h>
@@ -411,18 +412,15 @@ static int new_session_cb(SSL *ssl, SSL_SESSION *session)
     return 1; /* we keep the reference */
 }
 
-static int client_init(struct rlb_tls_client *cl, const struct rlb_pool_cfg *p, struct rlb_config_mark *where,
-                       char *msg, size_t len)
+/* What the proxy and the health checker share when they talk TLS to a pool's backends. */
+static SSL_CTX *new_client_ctx(const struct rlb_pool_cfg *p, struct rlb_config_mark *where, char *msg, size_t len)
 {
-    cl->cfg = p;
     *where = p->tls.mark;
     SSL_CTX *ctx = SSL_CTX_new(TLS_method());
     if (ctx == NULL) {
         rlb__tls_error(msg, len, "creating a TLS context");
-        return -1;
+        return NULL;
     }
-    cl->ctx = ctx;
-    SSL_CTX_set_app_data(ctx, cl);
     set_protocols(ctx, RLB_TLS_PROTO_12 | RLB_TLS_PROTO_13);
     SSL_CTX_set_strict_cipher_list(ctx, DEFAULT_CIPHERS);
     if (p->tls.verify) {
@@ -434,7 +432,7 @@ static int client_init(struct rlb_tls_client *cl, const struct rlb_pool_cfg *p, 
             rlb__tls_error(msg, len, what);
             if (p->tls.ca != NULL)
                 *where = p->tls.ca_mark;
-            return -1;
+            goto fail;
         }
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     }
@@ -443,20 +441,63 @@ static int client_init(struct rlb_tls_client *cl, const struct rlb_pool_cfg *p, 
         if (!SSL_CTX_use_certificate_chain_file(ctx, p->tls.cert)) {
             rlb__tls_error(msg, len, "cannot load the client certificate");
             *where = p->tls.cert_mark;
-            return -1;
+            goto fail;
         }
         errno = 0;
         if (!SSL_CTX_use_PrivateKey_file(ctx, p->tls.key, SSL_FILETYPE_PEM) || !SSL_CTX_check_private_key(ctx)) {
             rlb__tls_error(msg, len, "cannot use the client key");
             *where = p->tls.key_mark;
-            return -1;
+            goto fail;
         }
     }
     static const uint8_t http11[] = "\x08http/1.1";
     SSL_CTX_set_alpn_protos(ctx, http11, sizeof(http11) - 1);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    return ctx;
+fail:
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+SSL_CTX *rlb_tls_client_ctx_new(const struct rlb_pool_cfg *p, char *msg, size_t len)
+{
+    struct rlb_config_mark where;
+    return new_client_ctx(p, &where, msg, len);
+}
+
+int rlb_tls_client_setup(SSL *ssl, const struct rlb_pool_cfg *p, const struct rlb_backend_cfg *be)
+{
+    SSL_set_connect_state(ssl);
+    const char *sni = p->tls.sni != NULL ? p->tls.sni : be->host_name;
+    if (sni != NULL && !SSL_set_tlsext_host_name(ssl, sni))
+        return -1;
+    if (!p->tls.verify)
+        return 0;
+    const char *name = p->tls.name != NULL ? p->tls.name : sni;
+    X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
+    if (name != NULL)
+        return X509_VERIFY_PARAM_set1_host(param, name, strlen(name)) ? 0 : -1;
+    /* No name to check: the certificate must carry the address we connect to. */
+    char ip[INET6_ADDRSTRLEN] = "";
+    const struct sockaddr *sa = (const struct sockaddr *)&be->addr.ss;
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, ip, sizeof(ip));
+    else
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, ip, sizeof(ip));
+    return X509_VERIFY_PARAM_set1_ip_asc(param, ip) ? 0 : -1;
+}
+
+static int client_init(struct rlb_tls_client *cl, const struct rlb_pool_cfg *p, struct rlb_config_mark *where,
+                       char *msg, size_t len)
+{
+    cl->cfg = p;
+    SSL_CTX *ctx = new_client_ctx(p, where, msg, len);
+    if (ctx == NULL)
+        return -1;
+    cl->ctx = ctx;
+    SSL_CTX_set_app_data(ctx, cl);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
     SSL_CTX_sess_set_new_cb(ctx, new_session_cb);
-    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     cl->sessions = calloc(p->num_backends, sizeof(*cl->sessions));
     if (cl->sessions == NULL) {
         snprintf(msg, len, "out of memory");

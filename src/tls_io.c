@@ -230,30 +230,9 @@ int rlb_tls_connect(struct rlb_worker *w, struct rlb_conn *u)
     struct rlb_tls_conn *t = attach(w, u, cl->ctx);
     if (t == NULL)
         return -1;
-    SSL_set_connect_state(t->ssl);
-    const char *sni = p->tls.sni != NULL ? p->tls.sni : be->host_name;
-    if (sni != NULL)
-        SSL_set_tlsext_host_name(t->ssl, sni);
-    if (p->tls.verify) {
-        const char *name = p->tls.name != NULL ? p->tls.name : sni;
-        X509_VERIFY_PARAM *param = SSL_get0_param(t->ssl);
-        int ok;
-        if (name != NULL) {
-            ok = X509_VERIFY_PARAM_set1_host(param, name, strlen(name));
-        } else {
-            /* No name to check: the certificate must carry the address we connected to. */
-            char ip[INET6_ADDRSTRLEN] = "";
-            const struct sockaddr *sa = (const struct sockaddr *)&be->addr.ss;
-            if (sa->sa_family == AF_INET)
-                inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, ip, sizeof(ip));
-            else
-                inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, ip, sizeof(ip));
-            ok = X509_VERIFY_PARAM_set1_ip_asc(param, ip);
-        }
-        if (!ok) {
-            rlb_tls_free(w, u);
-            return -1;
-        }
+    if (rlb_tls_client_setup(t->ssl, p, be) != 0) {
+        rlb_tls_free(w, u);
+        return -1;
     }
     if (cl->sessions[u->backend] != NULL)
         SSL_set_session(t->ssl, cl->sessions[u->backend]);

@@ -29,6 +29,16 @@ void rlb_tls_worker_destroy(struct rlb_worker *w);
  * connections open now keep the old ones, freed when the last one closes. */
 void rlb_tls_worker_reload(struct rlb_worker *w, const struct rlb_config *cfg);
 
+struct ssl_ctx_st;
+struct rlb_pool_cfg;
+struct rlb_backend_cfg;
+
+/* A client context for <p>'s backends (verification, client certificate,
+ * ALPN), for users outside a worker (the health checker); NULL with a message. */
+struct ssl_ctx_st *rlb_tls_client_ctx_new(const struct rlb_pool_cfg *p, char *msg, size_t len);
+/* Client mode, SNI and the name to verify for backend <be> of <p>. 0 or -1. */
+int rlb_tls_client_setup(struct ssl_st *ssl, const struct rlb_pool_cfg *p, const struct rlb_backend_cfg *be);
+
 /* --- connections (tls_io.c) --- */
 
 /* Attaches server-side TLS to a client accepted on a TLS listener. 0 or -1. */

@@ -906,6 +906,43 @@ class UpstreamTLSTest(H.ProxyTestCase):
         self.assertEqual(len(self.wrong2.completed()), 1)
 
 
+    def test_06_health_checks_speak_tls(self):
+        """Health checks of a TLS pool handshake and verify like requests do: the good backend stays
+        up, the one whose certificate names another host goes DOWN with the TLS reason."""
+        c = certs()
+        good = self.backend_tls(c.backend, name="hc-good")
+        wrong = self.backend_tls(c.wrong, name="hc-wrong")
+        check = {"path": "/healthz", "interval": "200ms", "timeout": "200ms", "rise": 1, "fall": 1}
+        tls = {"ca": c.ca["cert"], "sni": "backend.test"}
+        port = H.free_port()
+        p = self.proxy({
+            "workers": 1,
+            "listeners": [{"name": "web", "address": "127.0.0.1:%d" % port}],
+            "pools": [{"name": "good", "backends": [good.address], "tls": tls, "health_check": check},
+                      {"name": "bad", "backends": [wrong.address], "tls": tls, "health_check": check}],
+            "vhosts": [{"hosts": ["*"], "routes": [{"path": "/", "pool": "good"}, {"path": "/bad", "pool": "bad"}]}],
+        })
+        deadline = time.monotonic() + 3
+        while "is DOWN" not in p.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertRegex(p.log(), r"pool bad backend 127\.0\.0\.1:\d+ is DOWN \(TLS handshake: .*CERTIFICATE_VERIFY_FAILED")
+        deadline = time.monotonic() + 3
+        checks = []
+        while len(checks) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            with good.lock:
+                checks = [r for r in good.requests if r.get("target") == "/healthz"]
+        self.assertGreaterEqual(len(checks), 3, "the good TLS backend was not probed over TLS")
+        self.assertNotRegex(p.log(), r"pool good .* is DOWN")
+        r = H.get_once(port, "/x")
+        self.assertEqual(r.status, 200, r.body[:200])
+
+    def backend_tls(self, cert, **kw):
+        b = TLSBackend(cert, **kw)
+        self._objs.append(b)
+        return b
+
+
 # --------------------------------------------------------------------------------------
 # 7: handshake timeout
 
