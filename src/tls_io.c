@@ -364,8 +364,9 @@ static int64_t decrypt_into_inq(struct rlb_worker *w, struct rlb_conn *c, bool *
     }
 }
 
-/* Decrypts and hands the plaintext to the proxy. */
-static void data_input(struct rlb_worker *w, struct rlb_conn *c)
+/* Decrypts and hands the plaintext to the proxy; <resume>: the receive ended
+ * for want of buffers, and the proxy re-arms it even if nothing is new. */
+static void data_input(struct rlb_worker *w, struct rlb_conn *c, bool resume)
 {
     struct rlb_tls_conn *t = c->tls;
     bool eof = false, starved = false;
@@ -384,7 +385,7 @@ static void data_input(struct rlb_worker *w, struct rlb_conn *c)
     }
     if (starved)
         rlb_worker_starved(w, c);
-    if (n > 0)
+    if (n > 0 || resume)
         rlb_proxy_input(w, c);
     if (eof && !rlb_conn_is_closing(c) && !(c->flags & RLB_CF_EOF))
         rlb_proxy_recv_end(w, c, 0);
@@ -508,24 +509,32 @@ static void drive_handshake(struct rlb_worker *w, struct rlb_conn *c)
     fail_handshake(w, c, e == SSL_ERROR_SSL ? "protocol error" : "I/O error");
 }
 
-void rlb_tls_input(struct rlb_worker *w, struct rlb_conn *c)
+/* New ciphertext (<resume> false), or buffers came back after a starved receive (true). */
+static void tls_input(struct rlb_worker *w, struct rlb_conn *c, bool resume)
 {
     switch (c->tls->phase) {
     case RLB_TLS_HANDSHAKE:
         drive_handshake(w, c);
+        if (resume && !rlb_conn_is_closing(c) && c->tls->phase == RLB_TLS_HANDSHAKE)
+            rlb_conn_arm_recv(w, c);
         break;
     case RLB_TLS_KTLS_PREP:
         ktls_progress(w, c);
         break;
     case RLB_TLS_DATA:
         if (rlb_tls_userspace_rx(c->tls))
-            data_input(w, c);
+            data_input(w, c, resume);
         else
             rlb_proxy_input(w, c);
         break;
     default:
         break;
     }
+}
+
+void rlb_tls_input(struct rlb_worker *w, struct rlb_conn *c)
+{
+    tls_input(w, c, true);
 }
 
 void rlb_tls_received(struct rlb_worker *w, struct rlb_conn *c, int32_t bid)
@@ -545,7 +554,7 @@ void rlb_tls_received(struct rlb_worker *w, struct rlb_conn *c, int32_t bid)
     t->cin_bytes += seg->len;
     t->saw_bytes = true;
     if (t->phase != RLB_TLS_KTLS_PREP) /* there, the receive's cancellation decides when */
-        rlb_tls_input(w, c);
+        tls_input(w, c, false);
 }
 
 void rlb_tls_recv_stopped(struct rlb_worker *w, struct rlb_conn *c)

@@ -1217,6 +1217,48 @@ class ClientCertTest(H.ProxyTestCase):
 
 
 
+class BufferPressureTest(H.ProxyTestCase):
+    def test_16_tls_clients_outnumber_receive_buffers(self):
+        """64 receive buffers of 4 KiB and 120 TLS clients sending at once: receives run dry
+        (ENOBUFS) mid-handshake and mid-request, and every client is still served in full."""
+        c = certs()
+        echo = self.backend("echo", name="echo")
+        port = H.free_port()
+        cfg = one_pool_config([{"name": "https", "address": "127.0.0.1:%d" % port,
+                                "tls": {"certificates": [cert_entry(c.shop)]}}], echo)
+        cfg["buffers"] = {"client_count": 64, "client_size": "4k"}
+        p = self.proxy(cfg)
+        wait_port(port)
+        body = os.urandom(200 * 1024)
+        results, errors = [], []
+
+        def one(i):
+            try:
+                with TLSClient(port, timeout=15) as cl:
+                    r = cl.request("POST", "/p/%d" % i, "shop.test", [("Content-Length", str(len(body)))], body)
+                    results.append((i, r.status, r.json()["body_sha256"] if "body_sha256" in r.json() else None,
+                                    r.json().get("body_len")))
+            except Exception as e:  # noqa: BLE001
+                errors.append((i, repr(e)))
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(120)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        self.assertEqual(errors, [])
+        self.assertEqual(len(results), 120)
+        self.assertTrue(all(st == 200 for _, st, _, _ in results), results[:5])
+        want = hashlib.sha256(body).hexdigest()
+        for i, _, sha, n in results:
+            if sha is not None:
+                self.assertEqual(sha, want, "request %d" % i)
+            if n is not None:
+                self.assertEqual(n, len(body), "request %d" % i)
+        self.assertGreater(stats(p)["enobufs"], 0, "the receive buffers never ran dry: the test proves nothing")
+        self.assertIsNone(p.proc.poll())
+
+
 class ReloadTest(H.ProxyTestCase):
     """SIGHUP: new certificates for new connections, open connections untouched, a bad file changes nothing."""
 
