@@ -21,6 +21,8 @@ RINGLB="$ROOT/build/ringlb"
 BACKEND_BIN="$ROOT/build/bench/bench_backend"
 RELAY_BIN="$ROOT/build/bench/bench_relay"
 OPENLOOP_BIN="$ROOT/build/bench/bench_openloop"
+TLS_HS_BIN="$ROOT/build/bench/bench_tls_handshake"
+OPENSSL_BIN=${OPENSSL_BIN:-openssl}
 NGINX_BIN=${NGINX_BIN:-/usr/sbin/nginx}
 HAPROXY_BIN=${HAPROXY_BIN:-/usr/sbin/haproxy}
 ENVOY_BIN=${ENVOY_BIN:-$(command -v envoy || true)}
@@ -50,20 +52,26 @@ MAX_RETRIES=2
 DISTURB_PCT=5
 QUICK=0
 SCALE=0
+TLS=0
 OUT=""
 RINGLB_MAX_IDLE=""
 
 DEFAULT_SCENARIOS="ka-0,ka-1k,ka-16k,ka-256k,ka-1m,close-0,close-1k,ka-1k-c1,ka-1k-c1000,upload-1m,openloop"
 QUICK_SCENARIOS="ka-0,ka-16k,ka-1m,close-0,ka-1k-c1000,upload-1m,openloop"
 SCALE_SCENARIOS="ka-1k-c1,ka-1k-c100,ka-1k-c1000,ka-1k-c10000"
+# `tls` in --scenarios (or --tls) stands for these; only ringlb, nginx and HAProxy have TLS rows
+TLS_SCENARIOS="tls-ka-0,tls-ka-256k,tls-hs-full,tls-hs-resume"
 
 usage() {
     cat <<EOF
 usage: $0 [options]
   --quick                1 rep, 3 s, scenarios $QUICK_SCENARIOS
   --scale                add the connection-scaling runs ($SCALE_SCENARIOS)
+  --tls                  add the TLS runs ($TLS_SCENARIOS)
   --scenarios LIST       comma list (default: $DEFAULT_SCENARIOS)
-                         names: ka-SIZE[-cN], close-SIZE[-cN], upload-SIZE[-cN], openloop[-SIZE][-cN]
+                         names: ka-SIZE[-cN], close-SIZE[-cN], upload-SIZE[-cN], openloop[-SIZE][-cN],
+                         tls-ka-SIZE[-cN] (wrk over TLS), tls-hs-full|resume[-tls12][-cN] (handshakes/s,
+                         bench_tls_handshake; TLS 1.3 unless -tls12), and 'tls' for all four TLS runs
                          SIZE: bytes, or with k/m suffix (0, 1k, 16k, 256k, 1m); N: connections (default 64)
   --proxies LIST         rows, from ringlb,nginx,haproxy,envoy,caddy,h2o,varnish,relay,direct
                          (default: ringlb,nginx,haproxy, every installed one of envoy/caddy/h2o/varnish, relay, direct)
@@ -78,14 +86,14 @@ usage: $0 [options]
                          ka-0/ka-1k at 64 connections earlier in this run, else $RATE_DEFAULT)
   --max-retries N        re-runs of a disturbed run                         (default: $MAX_RETRIES)
   --disturb-pct P        'other on proxy cores' above P% of a core = disturbed (default: $DISTURB_PCT)
-  --wrk-threads N        wrk threads (default: one per load CPU)
+  --wrk-threads N        wrk (and bench_tls_handshake) threads (default: one per load CPU)
   --backend-threads N    bench_backend threads (default: one per load CPU)
   --port-base N          proxies listen on N+1..N+9, ringlb-lc/-p2c/-hash on N+10..N+12 (default: $PORT_BASE)
   --configs-only         write the proxies' configs into --out and stop (bench/profile.sh uses them)
   --backend-ports A,B    the two backend ports                              (default: $BACKEND_PORT1,$BACKEND_PORT2)
   --ringlb-max-idle N    keepalive.max_idle (per backend per worker) of every ringlb row (default: K/2, K in
                          all over the two backends like nginx 'keepalive K'; K = max(64, largest connection count))
-  --ringlb PATH  --backend-bin PATH  --relay-bin PATH  --openloop-bin PATH
+  --ringlb PATH  --backend-bin PATH  --relay-bin PATH  --openloop-bin PATH  --tls-handshake-bin PATH
   --out DIR              report directory (default: bench/results/<UTC timestamp>)
 EOF
     exit "${1:-2}"
@@ -99,6 +107,8 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1; shift ;;
         --scale) SCALE=1; shift ;;
+        --tls) TLS=1; shift ;;
+        --tls-handshake-bin) TLS_HS_BIN=$2; shift 2 ;;
         --ringlb) RINGLB=$2; shift 2 ;;
         --ringlb-max-idle) RINGLB_MAX_IDLE=$2; shift 2 ;;
         --backend-bin) BACKEND_BIN=$2; shift 2 ;;
@@ -133,6 +143,7 @@ else
     SCENARIOS=${SCEN_OPT:-$DEFAULT_SCENARIOS}
 fi
 [ "$SCALE" = 1 ] && SCENARIOS="$SCENARIOS,$SCALE_SCENARIOS"
+[ "$TLS" = 1 ] && SCENARIOS="$SCENARIOS,$TLS_SCENARIOS"
 
 is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
 for v in DURATION WARMUP REPS PORT_BASE BACKEND_PORT1 BACKEND_PORT2 MAX_RETRIES RATE_DEFAULT; do
@@ -230,7 +241,8 @@ NOFILE=$(ulimit -n)
 CONN_CAP=$(((NOFILE - 400) / 2))
 
 # --------------------------------------------------------------- scenarios
-# scen_parse NAME: sets S_KIND (ka|close|upload|openloop) S_SIZE S_CONNS S_REQ_CONNS S_PATH S_HDR
+# scen_parse NAME: sets S_KIND (ka|close|upload|openloop|tls-ka|tls-hs) S_SIZE S_CONNS S_REQ_CONNS S_PATH S_HDR,
+# S_TLS (1 for the TLS kinds), S_HS_MODE (full|resume) and S_TLS_VER (1.3|1.2) for tls-hs
 size_bytes() {
     case "$1" in
         *[kK]) echo $((${1%[kK]} * 1024)) ;;
@@ -240,10 +252,17 @@ size_bytes() {
 }
 scen_parse() {
     local n=$1 sz c
+    S_TLS=0; S_HS_MODE=""; S_TLS_VER=""
     if [[ $n =~ ^(ka|close|upload)-([0-9]+[kKmM]?)(-c([0-9]+))?$ ]]; then
         S_KIND=${BASH_REMATCH[1]}; sz=${BASH_REMATCH[2]}; c=${BASH_REMATCH[4]:-64}
     elif [[ $n =~ ^openloop(-([0-9]+[kKmM]?))?(-c([0-9]+))?$ ]]; then
         S_KIND=openloop; sz=${BASH_REMATCH[2]:-1k}; c=${BASH_REMATCH[4]:-64}
+    elif [[ $n =~ ^tls-ka-([0-9]+[kKmM]?)(-c([0-9]+))?$ ]]; then
+        S_KIND="tls-ka"; S_TLS=1; sz=${BASH_REMATCH[1]}; c=${BASH_REMATCH[3]:-64}
+    elif [[ $n =~ ^tls-hs-(full|resume)(-tls12)?(-c([0-9]+))?$ ]]; then
+        # one small GET / per connection (bench_backend answers any other path with 0 bytes)
+        S_KIND="tls-hs"; S_TLS=1; S_HS_MODE=${BASH_REMATCH[1]}; sz=0; c=${BASH_REMATCH[4]:-64}
+        S_TLS_VER=1.3; [ -z "${BASH_REMATCH[2]}" ] || S_TLS_VER=1.2
     else
         return 1
     fi
@@ -256,27 +275,42 @@ scen_parse() {
     case "$S_KIND" in
         upload) S_PATH=/size/0 ;;  # the body goes up, nothing comes back
         close) S_PATH=/size/$S_SIZE; S_HDR="Connection: close" ;;
+        tls-hs) S_PATH=/ ;;
         *) S_PATH=/size/$S_SIZE ;;
     esac
     return 0
 }
 IFS=, read -r -a SCEN_IN <<<"$SCENARIOS"
+# expand the `tls` group name
+SCEN_X=()
+for s in "${SCEN_IN[@]}"; do
+    if [ "$s" = tls ]; then IFS=, read -r -a tl <<<"$TLS_SCENARIOS"; SCEN_X+=("${tl[@]}"); else SCEN_X+=("$s"); fi
+done
+SCEN_IN=("${SCEN_X[@]}")
 SCEN_LIST=()
 declare -A SEEN=()
 OPENLOOP_SCENS=()
 MAXC=64
+HAVE_TLS=0                  # a TLS scenario is in the list
+HAVE_TLS_HS=0               # a tls-hs scenario is in the list
 for s in "${SCEN_IN[@]}"; do
     [ -n "$s" ] || continue
     [ -z "${SEEN[$s]:-}" ] || continue
     SEEN[$s]=1
     scen_parse "$s" || die "unknown scenario '$s' (see --help)"
     [ "$S_CONNS" -gt "$MAXC" ] && MAXC=$S_CONNS
+    [ "$S_TLS" = 0 ] || HAVE_TLS=1
+    [ "$S_KIND" != tls-hs ] || HAVE_TLS_HS=1
     [ "$S_CONNS" = "$S_REQ_CONNS" ] || log "NOTE $s: $S_REQ_CONNS connections capped to $S_CONNS (ulimit -n hard limit $NOFILE, 2 fds per proxied connection)"
     # open-loop runs go last in each repetition (their rate may depend on the others)
     if [ "$S_KIND" = openloop ]; then OPENLOOP_SCENS+=("$s"); else SCEN_LIST+=("$s"); fi
 done
 SCEN_LIST+=("${OPENLOOP_SCENS[@]+"${OPENLOOP_SCENS[@]}"}")
 [ ${#SCEN_LIST[@]} -gt 0 ] || die "no scenarios"
+HAVE_OPENSSL=0
+command -v "$OPENSSL_BIN" >/dev/null && HAVE_OPENSSL=1
+[ "$HAVE_TLS" = 0 ] || [ "$HAVE_OPENSSL" = 1 ] ||
+    die "the TLS scenarios need the openssl command line tool for their certificate (apt-get install -y openssl)"
 
 port_busy() { [ -n "$(ss -Htln "sport = :$1" 2>/dev/null)" ]; }
 EXTRA_PORTS=()              # the ports of the ringlb-* rows, checked only when they run
@@ -294,6 +328,7 @@ fi
 mkdir -p "$OUT/logs" "$OUT/nginx-tmp"
 OUT=$(cd "$OUT" && pwd)
 CSV="$OUT/runs.csv"
+TLS_DIR="$OUT/tls"
 CLK_TCK=$(getconf CLK_TCK)
 
 # Connection-dependent sizes, the same for every proxy: the biggest scenario sets them.
@@ -434,8 +469,8 @@ other_top() { # the 3 busiest other processes: "comm(pid):ticks ..."
 calc() { awk "BEGIN { printf \"%.${2:-3}f\", ($1) }"; }
 
 START_ERR=""
-wait_ready() { # wait_ready PORT PID NAME: up to 10 s for a 200 through the proxy
-    local port=$1 pid=$2 name=$3 i code=none
+wait_ready() { # wait_ready PORT PID NAME [https]: up to 10 s for a 200 through the proxy
+    local port=$1 pid=$2 name=$3 scheme=${4:-http} i code=none crc tls_err=0 cerr=""
     for ((i = 0; i < 100; i++)); do
         if ! kill -0 "$pid" 2>/dev/null; then
             local rc=0
@@ -444,11 +479,26 @@ wait_ready() { # wait_ready PORT PID NAME: up to 10 s for a 200 through the prox
             START_RC=$rc
             return 1
         fi
-        code=$(curl -s -o /dev/null -m 1 -w '%{http_code}' "http://127.0.0.1:$port/size/64" 2>/dev/null || true)
+        crc=0
+        code=$(curl -sS -k -o /dev/null -m 1 -w '%{http_code}' "$scheme://127.0.0.1:$port/size/64" 2>"$OUT/.curlerr") || crc=$?
         [ "$code" = 200 ] && return 0
+        if [ "$scheme" = https ] && [ "$crc" = 35 ]; then
+            # TCP accepted, TLS handshake failed: after 2 s of that, say why instead of waiting 10 s
+            cerr=$(tr '\n' ' ' <"$OUT/.curlerr" | cut -c1-160)
+            if [ $((++tls_err)) -ge 20 ]; then
+                code=$(curl -s -o /dev/null -m 1 -w '%{http_code}' "http://127.0.0.1:$port/size/64" 2>/dev/null || true)
+                if [ "$code" != 000 ] && [ -n "$code" ]; then
+                    START_ERR="$name answers plain HTTP ($code) on its TLS port $port: it does not terminate TLS with this config"
+                else
+                    START_ERR="TLS handshake with $name on port $port fails: $cerr"
+                fi
+                START_RC=""
+                return 1
+            fi
+        fi
         sleep 0.1
     done
-    START_ERR="no HTTP 200 on port $port within 10 s (last status '$code')"
+    START_ERR="no HTTP 200 on port $port within 10 s (last status '$code'${cerr:+; $cerr})"
     START_RC=""
     return 1
 }
@@ -461,8 +511,20 @@ wait_port_free() {
 # ------------------------------------------------------------ configs
 # Every proxy: the two backends, round-robin, upstream keep-alive (up to $KEEP idle
 # connections per worker), no access log, $WORKERS worker(s).
-write_ringlb_yaml() { # write_ringlb_yaml ROW: $OUT/ROW.yaml; the ringlb rows differ in port and balance only
-    local row=$1 hash_note="" max_idle=$RINGLB_MAX_IDLE idle_note=$RINGLB_IDLE_NOTE
+write_ringlb_yaml() { # write_ringlb_yaml ROW [tls]: $OUT/ROW.yaml, or $OUT/ROW-tls.yaml: the same with a TLS listener;
+                      # the ringlb rows differ in port and balance only
+    local row=$1 tls=${2:-} hash_note="" max_idle=$RINGLB_MAX_IDLE idle_note=$RINGLB_IDLE_NOTE file=$OUT/$1.yaml tls_block=""
+    if [ "$tls" = tls ]; then
+        file=$OUT/$row-tls.yaml
+        # the agreed listener format (docs/tls.md); protocols (TLS 1.2 + 1.3), session tickets (on) and
+        # ciphers are ringlb's defaults; ktls: the kernel takes the records where it can, else userspace TLS
+        tls_block="
+    tls:
+      certificates:
+        - cert: $TLS_DIR/cert.pem
+          key: $TLS_DIR/key.pem
+      ktls: true"
+    fi
     if [ "${RINGLB_BALANCE[$row]}" = hash ]; then
         hash_note="   # key: client_ip (the default): wrk's one client address maps to one backend"
         # nginx's 'keepalive K' is per pool: when hashing puts every connection on one
@@ -472,14 +534,14 @@ write_ringlb_yaml() { # write_ringlb_yaml ROW: $OUT/ROW.yaml; the ringlb rows di
             idle_note="the pool's whole budget, as nginx 'keepalive $KEEP': hashing puts it all on one backend"
         fi
     fi
-    cat >"$OUT/$row.yaml" <<EOF
+    cat >"$file" <<EOF
 # generated by bench/compare.sh
 workers: $WORKERS
 max_connections: $RINGLB_MAXCONN
 listeners:
   - name: bench
     address: 127.0.0.1:${RINGLB_PORT[$row]}
-    backlog: 4096
+    backlog: 4096$tls_block
 pools:
   - name: backends
     balance: ${RINGLB_BALANCE[$row]}$hash_note
@@ -496,13 +558,21 @@ vhosts:
         pool: backends
 EOF
 }
-write_configs() {
-    local p
-    write_ringlb_yaml ringlb
-    for p in "${PROXY_LIST[@]}"; do
-        [ "$p" = ringlb ] || ! is_ringlb "$p" || write_ringlb_yaml "$p"
-    done
-    cat >"$OUT/nginx.conf" <<EOF
+# nginx_conf [tls], haproxy_cfg [tls]: the config on stdout; with "tls" the listener terminates TLS with
+# the run's certificate (TLS 1.2 + 1.3, session tickets on, each program's default ciphers, the client's
+# cipher preference), everything else identical.
+nginx_conf() {
+    local tls=${1:-} tls_lines=""
+    [ -z "$tls" ] || tls_lines="
+        ssl_certificate $TLS_DIR/cert.pem;
+        ssl_certificate_key $TLS_DIR/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        # tickets on (the default, stated) like ringlb and HAProxy; the shared cache serves TLS 1.2
+        # session-ID resumption (HAProxy has one by default); ssl_session_timeout: default 5m
+        ssl_session_tickets on;
+        ssl_session_cache shared:SSL:10m;
+        # ssl_ciphers, ssl_ecdh_curve: defaults; ssl_prefer_server_ciphers off (default): the client's order"
+    cat <<EOF
 # generated by bench/compare.sh
 worker_processes $WORKERS;
 daemon off;
@@ -535,7 +605,7 @@ http {
         keepalive_timeout 60s;
     }
     server {
-        listen 127.0.0.1:$PORT_NGINX backlog=4096;
+        listen 127.0.0.1:$PORT_NGINX${tls:+ ssl} backlog=4096;$tls_lines
         location / {
             proxy_pass http://backends;
             proxy_http_version 1.1;
@@ -544,7 +614,14 @@ http {
     }
 }
 EOF
-    cat >"$OUT/haproxy.cfg" <<EOF
+}
+haproxy_cfg() {
+    local tls=${1:-} tls_global=""
+    # prefer-client-ciphers: HAProxy prefers its own order by default, nginx and ringlb the client's;
+    # tickets are on by default, tune.ssl.cachesize (the TLS 1.2 session-ID cache) stays at its default
+    [ -z "$tls" ] || tls_global="
+    ssl-default-bind-options ssl-min-ver TLSv1.2 prefer-client-ciphers"
+    cat <<EOF
 # generated by bench/compare.sh
 global
     nbthread $WORKERS
@@ -553,7 +630,7 @@ global
     # which at 1,000+ clients turns upstream keep-alive into a connect per request
     tune.pool-low-fd-ratio 80
     tune.pool-high-fd-ratio 90
-    # no 'log' line: logging off
+    # no 'log' line: logging off$tls_global
 
 defaults
     mode http
@@ -565,7 +642,7 @@ defaults
     timeout http-keep-alive 60s
 
 frontend fe
-    bind 127.0.0.1:$PORT_HAPROXY backlog 4096
+    bind 127.0.0.1:$PORT_HAPROXY${tls:+ ssl crt $TLS_DIR/haproxy.pem} backlog 4096
     default_backend be
 
 backend be
@@ -573,6 +650,36 @@ backend be
     server s1 127.0.0.1:$BACKEND_PORT1
     server s2 127.0.0.1:$BACKEND_PORT2
 EOF
+}
+# The TLS scenarios' certificate, the same file for every proxy: ECDSA P-256, self-signed, SAN localhost
+# and 127.0.0.1. HAProxy wants the key in the same file (haproxy.pem).
+write_tls_files() {
+    mkdir -p "$TLS_DIR"
+    "$OPENSSL_BIN" req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+        -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+        -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" >"$OUT/logs/tls-cert.log" 2>&1 || return 1
+    cat "$TLS_DIR/cert.pem" "$TLS_DIR/key.pem" >"$TLS_DIR/haproxy.pem"
+    chmod 600 "$TLS_DIR/key.pem" "$TLS_DIR/haproxy.pem"
+}
+write_configs() {
+    local p
+    write_ringlb_yaml ringlb
+    for p in "${PROXY_LIST[@]}"; do
+        [ "$p" = ringlb ] || ! is_ringlb "$p" || write_ringlb_yaml "$p"
+    done
+    nginx_conf >"$OUT/nginx.conf"
+    haproxy_cfg >"$OUT/haproxy.cfg"
+    # the TLS rows' configs (ringlb, nginx, HAProxy only) and their certificate
+    if [ "$HAVE_OPENSSL" = 0 ]; then
+        log "NOTE: openssl not found: no TLS certificate and configs written"
+    elif ! write_tls_files; then
+        [ "$HAVE_TLS" = 0 ] || die "could not create the TLS certificate: $(tail -n 3 "$OUT/logs/tls-cert.log")"
+        log "NOTE: could not create the TLS certificate (logs/tls-cert.log): no TLS configs written"
+    else
+        write_ringlb_yaml ringlb tls
+        nginx_conf tls >"$OUT/nginx-tls.conf"
+        haproxy_cfg tls >"$OUT/haproxy-tls.cfg"
+    fi
     cat >"$OUT/envoy.yaml" <<EOF
 # generated by bench/compare.sh (run with --concurrency $WORKERS; no access log configured)
 static_resources:
@@ -716,6 +823,12 @@ fi
     echo "backend: taskset -c $LOAD_CPUS $BACKEND_BIN --port $BACKEND_PORT1 --port $BACKEND_PORT2 --threads $BACKEND_THREADS"
     echo "wrk:     taskset -c $LOAD_CPUS $WRK_BIN -t<min($WRK_THREADS,conns)> -c<conns> -d<secs>s --timeout 5s -s report.lua|upload-N.lua [-H 'Connection: close'] URL"
     echo "openloop: taskset -c $LOAD_CPUS $OPENLOOP_BIN --url URL --rate R --duration S --connections C --warmup 0"
+    echo "# TLS scenarios (rows ringlb, nginx, haproxy; same ports, TLS configs):"
+    echo "ringlb-tls:  taskset -c $PROXY_CPUS $RINGLB -c $OUT/ringlb-tls.yaml"
+    echo "nginx-tls:   taskset -c $PROXY_CPUS $NGINX_BIN -e $OUT/logs/nginx-error.log -c $OUT/nginx-tls.conf"
+    echo "haproxy-tls: taskset -c $PROXY_CPUS $HAPROXY_BIN -db -f $OUT/haproxy-tls.cfg"
+    echo "wrk (tls-ka): the wrk line above with https://127.0.0.1:PORT/size/N"
+    echo "tls-hs:  taskset -c $LOAD_CPUS $TLS_HS_BIN --host 127.0.0.1 --port PORT --concurrency C --duration S --mode full|resume --tls 1.3|1.2 --sni localhost --path / --threads $WRK_THREADS"
 } >"$OUT/cmdlines.txt"
 
 check_config() { # check_config NAME CMD...: a rejected config skips that row
@@ -723,6 +836,17 @@ check_config() { # check_config NAME CMD...: a rejected config skips that row
     if ! "$@" >"$OUT/logs/$name-check.log" 2>&1; then
         SKIP[$name]="config rejected: $(tail -n 2 "$OUT/logs/$name-check.log" | tr '\n",' '   ' | cut -c1-200)" || true
         log "SKIP $name: ${SKIP[$name]}"
+    fi
+}
+# The TLS scenarios run the ringlb, nginx and HAProxy rows with their TLS configs; a rejected TLS
+# config skips that row's TLS scenarios only.
+declare -A SKIP_TLS=()
+has_tls_row() { case "$1" in ringlb|nginx|haproxy) return 0 ;; *) return 1 ;; esac; }
+check_tls_config() { # check_tls_config NAME CMD...
+    local name=$1; shift
+    if ! "$@" >"$OUT/logs/$name-tls-check.log" 2>&1; then
+        SKIP_TLS[$name]="TLS config rejected ($name failed to start with it): $(grep -v '^\s*$' "$OUT/logs/$name-tls-check.log" | tail -n 2 | tr '\n",' '   ' | cut -c1-200)" || true
+        log "SKIP $name TLS scenarios: ${SKIP_TLS[$name]}"
     fi
 }
 for p in "${PROXY_LIST[@]}"; do
@@ -737,6 +861,21 @@ for p in "${PROXY_LIST[@]}"; do
         varnish) check_config varnish "$VARNISHD_BIN" -C -n "$OUT/varnish-work" -f "$OUT/varnish.vcl" ;;
     esac
 done
+TLSHS_SKIP=""
+if [ "$HAVE_TLS" = 1 ]; then
+    for p in "${PROXY_LIST[@]}"; do
+        [ -z "${SKIP[$p]:-}" ] || continue
+        case "$p" in
+            ringlb) check_tls_config ringlb "$RINGLB" -t -c "$OUT/ringlb-tls.yaml" ;;
+            nginx) check_tls_config nginx "$NGINX_BIN" -t -q -e "$OUT/logs/nginx-error.log" -c "$OUT/nginx-tls.conf" ;;
+            haproxy) check_tls_config haproxy "$HAPROXY_BIN" -c -q -f "$OUT/haproxy-tls.cfg" ;;
+        esac
+    done
+    if [ "$HAVE_TLS_HS" = 1 ] && [ ! -x "$TLS_HS_BIN" ]; then
+        TLSHS_SKIP="bench_tls_handshake not found at $TLS_HS_BIN (ninja -C build; needs BoringSSL)"
+        log "SKIP tls-hs scenarios: $TLSHS_SKIP"
+    fi
+fi
 
 # ------------------------------------------------------------ backends
 log "starting bench_backend on $BACKEND_PORT1,$BACKEND_PORT2 (cpus $LOAD_CPUS, $BACKEND_THREADS thread(s))"
@@ -783,6 +922,16 @@ fi
     echo "proxies=${PROXY_LIST[*]}"
     for p in "${!SKIP[@]}"; do echo "skip_$p=${SKIP[$p]}"; done
     echo "openloop_skip=$OPENLOOP_SKIP"
+    if [ "$HAVE_TLS" = 1 ]; then
+        echo "tls_cert=$("$OPENSSL_BIN" x509 -in "$TLS_DIR/cert.pem" -noout -text 2>/dev/null |
+            awk '/Public Key Algorithm/ { a = ($NF == "id-ecPublicKey") ? "ECDSA" : $NF } /NIST CURVE/ { c = $NF }
+                 END { print a " " c }'), self-signed, SAN DNS:localhost and IP:127.0.0.1"
+        echo "tls_dir=$TLS_DIR"
+        echo "openssl=$("$OPENSSL_BIN" version 2>/dev/null)"
+        echo "tls_hs_bin=$TLS_HS_BIN"
+        echo "tls_hs_skip=$TLSHS_SKIP"
+        for p in "${!SKIP_TLS[@]}"; do echo "tls_skip_$p=${SKIP_TLS[$p]}"; done
+    fi
     echo "max_retries=$MAX_RETRIES"
     echo "disturb_pct=$DISTURB_PCT"
     echo "wrk_threads=$WRK_THREADS"
@@ -838,6 +987,7 @@ COLS=(rep scenario kind size_bytes connections proxy attempt status disturbed re
     other_on_proxy_cores_pct other_on_load_cores_pct other_procs_on_proxy_cpus_pct other_procs_elsewhere_pct
     other_procs_top ksoftirqd_proxy_cpus_pct steal_pct saturated
     ring_enters_per_req ring_sqes_per_req bytes_copied_per_req zc_sends_per_req ringlb_requests ringlb_counters
+    tls_version tls_cipher tls_resumed tls_resumed_pct client_cpu_us_per_hs
     loadavg1 note)
 (IFS=,; echo "${COLS[*]}") >"$CSV"
 declare -A R=()
@@ -853,15 +1003,16 @@ emit_row() {
 
 PROXY_PID=""
 PORT=""
-start_proxy() { # start_proxy NAME TAG -> PROXY_PID, PORT
-    local name=$1 tag=$2 lf="$OUT/logs/$1-$2.log"
+start_proxy() { # start_proxy NAME TAG [tls] -> PROXY_PID, PORT; with tls: the row's TLS config (same port)
+    local name=$1 tag=$2 tls=${3:-} lf="$OUT/logs/$1-$2.log" sfx=""
+    [ -z "$tls" ] || sfx=-tls
     case "$name" in
         ringlb|ringlb-*) PORT=${RINGLB_PORT[$name]}
-            taskset -c "$PROXY_CPUS" "$RINGLB" -c "$OUT/$name.yaml" >"$lf" 2>&1 & ;;
+            taskset -c "$PROXY_CPUS" "$RINGLB" -c "$OUT/$name$sfx.yaml" >"$lf" 2>&1 & ;;
         nginx) PORT=$PORT_NGINX
-            taskset -c "$PROXY_CPUS" "$NGINX_BIN" -e "$OUT/logs/nginx-error.log" -c "$OUT/nginx.conf" >"$lf" 2>&1 & ;;
+            taskset -c "$PROXY_CPUS" "$NGINX_BIN" -e "$OUT/logs/nginx-error.log" -c "$OUT/nginx$sfx.conf" >"$lf" 2>&1 & ;;
         haproxy) PORT=$PORT_HAPROXY
-            taskset -c "$PROXY_CPUS" "$HAPROXY_BIN" -db -f "$OUT/haproxy.cfg" >"$lf" 2>&1 & ;;
+            taskset -c "$PROXY_CPUS" "$HAPROXY_BIN" -db -f "$OUT/haproxy$sfx.cfg" >"$lf" 2>&1 & ;;
         envoy) PORT=$PORT_ENVOY
             taskset -c "$PROXY_CPUS" "$ENVOY_BIN" -c "$OUT/envoy.yaml" --concurrency "$WORKERS" \
                 --disable-hot-restart -l warning >"$lf" 2>&1 & ;;
@@ -880,7 +1031,7 @@ start_proxy() { # start_proxy NAME TAG -> PROXY_PID, PORT
     esac
     PROXY_PID=$!
     STARTED+=("$PROXY_PID")
-    wait_ready "$PORT" "$PROXY_PID" "$name"
+    wait_ready "$PORT" "$PROXY_PID" "$name" "${tls:+https}"
 }
 stop_proxy() {
     [ -n "$PROXY_PID" ] || return 0
@@ -911,6 +1062,22 @@ run_openloop() { # run_openloop SECS URL RATE CONNS OUTFILE
     STARTED+=("$LOADGEN_PID")
     wait "$LOADGEN_PID" || true
     forget_pid "$LOADGEN_PID"
+}
+
+run_tlshs() { # run_tlshs SECS PORT MODE TLSVER CONNS OUTFILE: bench_tls_handshake, one thread per load CPU
+    local th=$WRK_THREADS
+    [ "$th" -le "$5" ] || th=$5
+    taskset -c "$LOAD_CPUS" "$TLS_HS_BIN" --host 127.0.0.1 --port "$2" --concurrency "$5" --duration "$1" \
+        --mode "$3" --tls "$4" --sni localhost --path / --threads "$th" >"$6" 2>&1 &
+    LOADGEN_PID=$!
+    STARTED+=("$LOADGEN_PID")
+    wait "$LOADGEN_PID" || true
+    forget_pid "$LOADGEN_PID"
+}
+# tls_probe PORT: "VERSION CIPHER" an OpenSSL client (wrk's library, default settings) negotiates
+tls_probe() {
+    timeout 5 taskset -c "$LOAD_CPUS" "$OPENSSL_BIN" s_client -connect "127.0.0.1:$1" -servername localhost \
+        </dev/null 2>/dev/null | awk '/^New, / { gsub(",", ""); print $2, $NF; exit }' || true
 }
 
 # ringlb counters: SIGUSR1 makes it log "stats (SIGUSR1): key=value ..." to stderr.
@@ -987,12 +1154,25 @@ one_run() { # one_run REP SCENARIO PROXY ATTEMPT -> appends a row, sets RUN_DIST
     if [ "$S_KIND" = openloop ] && [ -n "$OPENLOOP_SKIP" ]; then
         R[status]=skipped; R[note]=$OPENLOOP_SKIP; emit_row; return
     fi
+    local tls=""
+    if [ "$S_TLS" = 1 ]; then
+        tls=tls
+        if ! has_tls_row "$px"; then
+            R[status]=skipped; R[note]="no TLS row: the TLS scenarios run ringlb, nginx and haproxy"; emit_row; return
+        fi
+        if [ -n "${SKIP_TLS[$px]:-}" ]; then
+            R[status]=skipped; R[note]=${SKIP_TLS[$px]}; emit_row; return
+        fi
+        if [ "$S_KIND" = tls-hs ] && [ -n "$TLSHS_SKIP" ]; then
+            R[status]=skipped; R[note]=$TLSHS_SKIP; emit_row; return
+        fi
+    fi
     local lua="$OUT/report.lua"
     [ "$S_KIND" = upload ] && lua=$(write_upload_lua "$S_SIZE")
     [ "$S_KIND" = openloop ] && R[target_rate]=$OL_RATE
 
     START_RC=""
-    if ! start_proxy "$px" "$tag"; then
+    if ! start_proxy "$px" "$tag" "$tls"; then
         local why
         why="$START_ERR; log: $(tail -n 3 "$OUT/logs/$px-$tag.log" 2>/dev/null | tr '\n",' '   ' | cut -c1-200)" || true
         stop_proxy
@@ -1001,12 +1181,19 @@ one_run() { # one_run REP SCENARIO PROXY ATTEMPT -> appends a row, sets RUN_DIST
             log "SKIP relay: ${SKIP[relay]}"
             R[status]=skipped; R[note]=${SKIP[relay]}; emit_row; return
         fi
-        log "FAIL $tag: proxy did not come up: $why"
-        R[status]=failed; R[note]="start failed: $why"; emit_row; return
+        log "FAIL $tag: $px failed to start${tls:+ with its TLS config}: $why"
+        R[status]=failed; R[note]="$px failed to start${tls:+ with its TLS config}: $why"; emit_row; return
     fi
-    local url="http://127.0.0.1:$PORT$S_PATH" wfile="$OUT/logs/load-$tag.txt"
+    local url="http${tls:+s}://127.0.0.1:$PORT$S_PATH" wfile="$OUT/logs/load-$tag.txt"
+    if [ "$S_KIND" = tls-ka ]; then
+        # what wrk (OpenSSL, default offer) negotiates with this row
+        local pv; pv=$(tls_probe "$PORT")
+        R[tls_version]=${pv%% *}; R[tls_cipher]=${pv#* }
+    fi
     if [ "$WARMUP" -gt 0 ]; then
-        if [ "$S_KIND" = openloop ]; then
+        if [ "$S_KIND" = tls-hs ]; then
+            run_tlshs "$WARMUP" "$PORT" "$S_HS_MODE" "$S_TLS_VER" "$S_CONNS" "$OUT/logs/load-$tag-warmup.txt"
+        elif [ "$S_KIND" = openloop ]; then
             run_openloop "$WARMUP" "$url" "$OL_RATE" "$S_CONNS" "$OUT/logs/load-$tag-warmup.txt"
         else
             run_wrk "$WARMUP" "$url" "$S_HDR" "$lua" "$S_CONNS" "$OUT/logs/load-$tag-warmup.txt"
@@ -1023,7 +1210,9 @@ one_run() { # one_run REP SCENARIO PROXY ATTEMPT -> appends a row, sets RUN_DIST
     task_snap >"$OUT/.tasks0"
     stat_snap >"$OUT/.stat0"
     local w0; w0=$(date +%s%N)
-    if [ "$S_KIND" = openloop ]; then
+    if [ "$S_KIND" = tls-hs ]; then
+        run_tlshs "$DURATION" "$PORT" "$S_HS_MODE" "$S_TLS_VER" "$S_CONNS" "$wfile"
+    elif [ "$S_KIND" = openloop ]; then
         run_openloop "$DURATION" "$url" "$OL_RATE" "$S_CONNS" "$wfile"
     else
         run_wrk "$DURATION" "$url" "$S_HDR" "$lua" "$S_CONNS" "$wfile"
@@ -1055,8 +1244,40 @@ one_run() { # one_run REP SCENARIO PROXY ATTEMPT -> appends a row, sets RUN_DIST
     stop_proxy
 
     # load generator figures -> R[...]
-    local line kv req dur
-    if [ "$S_KIND" = openloop ]; then
+    local line kv req dur resume_fail=0
+    if [ "$S_KIND" = tls-hs ]; then
+        line=$(grep -m1 '^tls_handshake ' "$wfile" || true)
+        if [ -z "$line" ]; then
+            log "FAIL $tag: no bench_tls_handshake result (see logs/load-$tag.txt)"
+            R[status]=failed; R[note]="no bench_tls_handshake result: $(tail -n 2 "$wfile" | tr '\n",' '   ' | cut -c1-200)"
+            emit_row; return
+        fi
+        declare -A H=()
+        for kv in ${line#tls_handshake }; do H[${kv%%=*}]=${kv#*=}; done
+        req=${H[handshakes]:-0}
+        dur=${H[seconds]:-$DURATION}
+        R[requests]=$req; R[duration_s]=$dur; R[rps]=${H[hs_per_s]:-}
+        for kv in p50_us p90_us p99_us p999_us max_us connect_err timeout_err status_err; do R[$kv]=${H[$kv]:-}; done
+        R[read_err]=$((${H[io_err]:-0} + ${H[handshake_err]:-0})); R[write_err]=0
+        R[errors]=${H[errors]:-0}
+        R[tls_version]=${H[version]:-}; R[tls_cipher]=${H[cipher]:-}
+        R[tls_resumed]=${H[resumed]:-}; R[tls_resumed_pct]=${H[resumed_pct]:-}
+        R[client_cpu_us_per_hs]=${H[client_cpu_us_per_hs]:-}
+        [ "${H[handshake_err]:-0}" = 0 ] || R[note]="handshake_err=${H[handshake_err]} (in read_err)"
+        local first; first=$(grep '^bench_tls_handshake: first' "$wfile" | sed 's/^bench_tls_handshake: //' | tr '\n",' '   ' | cut -c1-240 || true)
+        [ -z "$first" ] || R[note]="${R[note]:+${R[note]}; }$first"
+        if [ "$S_HS_MODE" = resume ] && [ "$req" -gt 0 ] && [ "${H[resumed]:-0}" = 0 ]; then
+            resume_fail=1
+            R[note]="RESUMPTION FAILED: no handshake was resumed (the session ticket was not accepted)${R[note]:+; ${R[note]}}"
+            log "FAIL $tag: RESUMPTION FAILED: $req handshakes, none resumed"
+        elif grep -q 'RESUMPTION FAILED' "$wfile"; then
+            resume_fail=1
+            R[note]="$(grep -m1 'RESUMPTION FAILED' "$wfile" | sed 's/^bench_tls_handshake: //')${R[note]:+; ${R[note]}}"
+            log "FAIL $tag: ${R[note]}"
+        elif [ "$S_HS_MODE" = resume ] && awk -v p="${H[resumed_pct]:-0}" 'BEGIN { exit !(p < 90) }'; then
+            R[note]="only ${H[resumed_pct]}% of the handshakes resumed${R[note]:+; ${R[note]}}"
+        fi
+    elif [ "$S_KIND" = openloop ]; then
         line=$(grep -m1 '^openloop ' "$wfile" || true)
         if [ -z "$line" ]; then
             log "FAIL $tag: no bench_openloop result (see logs/load-$tag.txt)"
@@ -1094,6 +1315,7 @@ one_run() { # one_run REP SCENARIO PROXY ATTEMPT -> appends a row, sets RUN_DIST
     if [ "${req:-0}" -le 0 ]; then
         R[status]=failed; R[note]="${R[note]:+${R[note]}; }no request completed in the measured window"
     fi
+    [ "$resume_fail" = 0 ] || R[status]=failed
     [ "$alive" = 1 ] || R[status]=proxy-died
 
     # CPU: proxy tree, and load side (wrk/openloop via `times`, backend via /proc)
@@ -1156,9 +1378,10 @@ one_run() { # one_run REP SCENARIO PROXY ATTEMPT -> appends a row, sets RUN_DIST
     fi
     [ "$RUN_DISTURBED" = 1 ] && [ "$attempt" -le "$MAX_RETRIES" ] && R[status]=retried
     emit_row
-    log "$(printf 'r%-2s %-14s %-8s %-9s rps=%-9s p99=%-7s cpu/req=%-8s errs=%-4s rss=%-7s proxy=%s%% load=%s%% other(proxy stat/procs, load)=%s %s%% sat=%s' \
+    log "$(printf 'r%-2s %-14s %-8s %-9s rps=%-9s p99=%-7s cpu/req=%-8s errs=%-4s rss=%-7s proxy=%s%% load=%s%% other(proxy stat/procs, load)=%s %s%% sat=%s%s' \
         "$rep" "$sc" "$px" "${R[status]}" "${R[rps]}" "${R[p99_us]}" "${R[cpu_us_per_req]:-}" "${R[errors]}" "${R[rss_kb]:-}" \
-        "${R[proxy_cores_busy_pct]}" "${R[load_cores_busy_pct]}" "${R[other_on_proxy_cores_pct]}/${R[other_procs_on_proxy_cpus_pct]}" "${R[other_on_load_cores_pct]}" "${R[saturated]}")"
+        "${R[proxy_cores_busy_pct]}" "${R[load_cores_busy_pct]}" "${R[other_on_proxy_cores_pct]}/${R[other_procs_on_proxy_cpus_pct]}" "${R[other_on_load_cores_pct]}" "${R[saturated]}" \
+        "${R[tls_resumed_pct]:+ resumed=${R[tls_resumed_pct]}%}${R[tls_cipher]:+ ${R[tls_version]}/${R[tls_cipher]}}")"
 }
 
 # ------------------------------------------------------------ main loop
@@ -1187,7 +1410,7 @@ for ((rep = 1; rep <= REPS; rep++)); do
 done
 echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/env.txt"
 echo "elapsed_s=$(($(date +%s) - T_START))" >>"$OUT/env.txt"
-rm -f "$OUT/.s0" "$OUT/.s1" "$OUT/.stat0" "$OUT/.stat1" "$OUT/.times" "$OUT/.tasks0" "$OUT/.tasks1"
+rm -f "$OUT/.s0" "$OUT/.s1" "$OUT/.stat0" "$OUT/.stat1" "$OUT/.times" "$OUT/.tasks0" "$OUT/.tasks1" "$OUT/.curlerr"
 
 # ------------------------------------------------------------ report
 GNUPLOT_BIN=$GNUPLOT_BIN "$PYTHON" "$BENCH_DIR/report.py" "$OUT"

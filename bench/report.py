@@ -4,6 +4,7 @@ into OUTDIR/report.md, OUTDIR/medians.csv and two grouped-bar charts (rps.png, c
 Standard library only; gnuplot is optional (no charts without it)."""
 import csv
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -75,11 +76,25 @@ def scen_info(sc):
              f"per request; upstream stays keep-alive), {conns} connection(s)")
     elif kind == "upload":
         d = f"POST of a {size_name(size)} body (Content-Length) to /size/0, keep-alive, {conns} connection(s)"
+    elif kind == "tls-ka":
+        d = (f"GET /size/{size} ({size_name(size)} response) over TLS (wrk, https), keep-alive, "
+             f"{conns} connection(s)")
+    elif kind == "tls-hs":
+        mode, ver = tls_hs_mode(sc)
+        d = (f"TLS handshakes, {'resumed (session ticket)' if mode == 'resume' else 'full'}, TLS {ver}: "
+             f"bench_tls_handshake, {conns} concurrent connections, each connect, handshake, one GET / "
+             f"(`Connection: close`), close; **req/s = handshakes/s, CPU µs/req = CPU µs per handshake**")
     else:
         rate = next((x["target_rate"] for x in rs if x.get("target_rate")), "?")
         d = (f"open loop: bench_openloop at a constant {rate} req/s, GET /size/{size} ({size_name(size)}), "
              f"{conns} connection(s)")
     return kind, size, int(conns), d
+
+
+def tls_hs_mode(sc):
+    """(mode, TLS version) of a tls-hs-MODE[-tls12][-cN] scenario name"""
+    m = re.match(r"^tls-hs-(full|resume)(-tls12)?", sc)
+    return (m.group(1), "1.2" if m.group(2) else "1.3") if m else ("?", "?")
 
 
 def saturation(good):
@@ -99,7 +114,8 @@ for sc in scenarios:
             "cpu_user_us_per_req", "cpu_sys_us_per_req", "rss_kb", "proxy_cores_busy_pct", "load_cores_busy_pct",
             "other_on_proxy_cores_pct", "other_on_load_cores_pct", "other_procs_on_proxy_cpus_pct",
             "other_procs_elsewhere_pct", "ring_enters_per_req", "ring_sqes_per_req",
-            "bytes_copied_per_req", "zc_sends_per_req", "target_rate", "proxy_cpu_pct")}
+            "bytes_copied_per_req", "zc_sends_per_req", "target_rate", "proxy_cpu_pct", "tls_resumed_pct",
+            "client_cpu_us_per_hs")}
         m["errors"] = sum(int(num(r, "errors") or 0) for r in g)
         m["n"] = len(g)
         m["saturated"] = saturation(g)
@@ -136,7 +152,8 @@ with open(os.path.join(out, "medians.csv"), "w", newline="") as f:
     cols = ["scenario", "proxy", "n", "rps", "p50_us", "p90_us", "p99_us", "p999_us", "p9999_us", "errors",
             "cpu_us_per_req", "cpu_user_us_per_req", "cpu_sys_us_per_req", "x_floor", "rss_kb",
             "proxy_cores_busy_pct", "load_cores_busy_pct", "other_on_proxy_cores_pct", "other_on_load_cores_pct",
-            "other_procs_on_proxy_cpus_pct", "other_procs_elsewhere_pct", "saturated", "ring_enters_per_req", "ring_sqes_per_req", "bytes_copied_per_req", "zc_sends_per_req"]
+            "other_procs_on_proxy_cpus_pct", "other_procs_elsewhere_pct", "saturated", "ring_enters_per_req", "ring_sqes_per_req", "bytes_copied_per_req", "zc_sends_per_req",
+            "tls_resumed_pct", "client_cpu_us_per_hs"]
     if VARIANTS:  # ratios to the ringlb (round-robin) row, only in runs that have ringlb variant rows
         cols += ["x_ringlb_rps", "x_ringlb_cpu"]
     w = csv.writer(f)
@@ -320,6 +337,141 @@ for sc in scenarios:
                      f"{m['saturated']} |")
     L.append("")
 
+# ------------------------------------------------------------------ TLS
+TLS_ROWS = [p for p in ("ringlb", "nginx", "haproxy") if p in proxies]
+TLS_PEERS = [p for p in TLS_ROWS if p != "ringlb"]
+tls_scens = sorted((sc for sc in scenarios if (scen_info(sc) or ("",))[0] in ("tls-ka", "tls-hs")),
+                   key=lambda sc: (0 if sc.startswith("tls-hs") else 1, scenarios.index(sc)))
+
+
+def row_state(sc, px):
+    """(status list, first note) of a row without good runs"""
+    final = [r for r in sel(sc, px, good=False) if r["status"] != "retried"]
+    st = sorted(set(r["status"] for r in final)) or ["not run"]
+    return ", ".join(st), next((r["note"] for r in final if r.get("note")), "")
+
+
+def counters_sum(sc, px, keys):
+    """sums of ringlb counter deltas (ringlb_counters) over the good runs"""
+    tot = {k: 0 for k in keys}
+    seen = False
+    for r in sel(sc, px):
+        kv = dict(x.split("=", 1) for x in (r.get("ringlb_counters") or "").split(";") if "=" in x)
+        if all(k in kv for k in keys):
+            seen = True
+            for k in keys:
+                tot[k] += int(kv[k])
+    return tot if seen else None
+
+
+if tls_scens and TLS_ROWS:
+    L.append("## TLS: ringlb vs the best of nginx / HAProxy\n")
+    L.append(f"All three terminate TLS with the same certificate ({env.get('tls_cert', 'ECDSA P-256')}); TLS 1.2 and "
+             "1.3 allowed, session tickets on, each program's default ciphers with the client's preference, plain "
+             "HTTP/1.1 to the backends. `tls-ka-*`: wrk (OpenSSL) over kept-alive TLS connections. `tls-hs-*`: "
+             "`bench_tls_handshake` (BoringSSL, X25519, no certificate verification): a new connection, handshake "
+             "and one `GET /` each, `full` never offering a session, `resume` always offering the ticket of a first "
+             "handshake. **CPU µs/handshake** is the proxy's CPU during the window ÷ completed handshakes (each "
+             "with its request); **handshakes/s per proxy core** = 10⁶ ÷ that, what one fully busy proxy core would "
+             "do. The load CPU usually saturates first in the handshake runs (one client handshake costs about as "
+             "much as the server's): then handshakes/s measures the client, and the per-core figure compares the "
+             "proxies. **ringlb ÷ best peer**: ringlb's median ÷ the better of nginx's and HAProxy's (higher is "
+             "better for rates, lower for CPU).\n")
+    L.append("| scenario | measure | " + " | ".join(TLS_ROWS) + " | ringlb ÷ best peer |")
+    L.append("|---|---|" + "---|" * len(TLS_ROWS) + "---|")
+    tls_notes = {}  # (row, note) -> scenarios
+    for sc in tls_scens:
+        kind = scen_info(sc)[0]
+        if kind == "tls-hs":
+            mode, ver = tls_hs_mode(sc)
+            measures = [("handshakes/s", "rps", 0, True, False),
+                        ("handshakes/s per proxy core", "per_core", 0, True, False),
+                        ("CPU µs/handshake", "cpu_us_per_req", 1, False, False)]
+            if mode == "resume":
+                measures.append(("resumed %", "tls_resumed_pct", 1, None, False))
+            measures += [("p99 µs (connect to response)", "p99_us", 0, False, False),
+                         ("client CPU µs/handshake", "client_cpu_us_per_hs", 0, None, False)]
+        else:
+            measures = [("req/s", "rps", 0, True, False),
+                        ("CPU µs/request", "cpu_us_per_req", 2, False, False),
+                        ("p99 µs", "p99_us", 0, False, False)]
+            plain = sc[len("tls-"):]
+            if plain in scenarios:
+                measures.append((f"CPU × plain `{plain}`", "x_plain", 2, None, False))
+        measures.append(("saturated side", "saturated", 0, None, True))
+        for label, key, nd, higher, text in measures:
+            cells, meds = [], {}
+            for px in TLS_ROWS:
+                m = M.get((sc, px))
+                if not m:
+                    st, note = row_state(sc, px)
+                    cells.append(st)
+                    if note and sc not in tls_notes.setdefault((px, note), []):
+                        tls_notes[(px, note)].append(sc)
+                    continue
+                if text:
+                    cells.append(str(m.get(key, "–")))
+                    continue
+                if key == "per_core":
+                    c = m.get("cpu_us_per_req")
+                    v = 1e6 / c if c else None
+                    xs = [1e6 / x for x in vals(sel(sc, px), "cpu_us_per_req") if x]
+                elif key == "x_plain":
+                    b = M.get((plain, px), {}).get("cpu_us_per_req")
+                    c = m.get("cpu_us_per_req")
+                    v = c / b if b and c is not None else None
+                    xs = []
+                else:
+                    v = m.get(key)
+                    xs = vals(sel(sc, px), key)
+                meds[px] = v
+                cells.append(f"{fmt(v, nd)}{spread(xs, nd) if key in ('rps', 'cpu_us_per_req', 'per_core') else ''}")
+            ratio = "–"
+            pv = {p: meds.get(p) for p in TLS_PEERS if meds.get(p) is not None}
+            if higher is not None and meds.get("ringlb") is not None and pv:
+                best = (max if higher else min)(pv, key=pv.get)
+                if pv[best]:
+                    ratio = f"{meds['ringlb'] / pv[best]:.2f} (vs {best})"
+            L.append(f"| {sc} | {label} | " + " | ".join(cells) + f" | {ratio} |")
+    L.append("")
+    # what each client negotiated with each row
+    neg = {}
+    for r in rows:
+        if r["kind"] in ("tls-ka", "tls-hs") and r["status"] in GOOD and r.get("tls_cipher"):
+            client = "wrk (OpenSSL)" if r["kind"] == "tls-ka" else "bench_tls_handshake (BoringSSL)"
+            neg.setdefault(client, {}).setdefault(r["proxy"], set()).add(f"{r.get('tls_version')} {r['tls_cipher']}")
+    for client, per in neg.items():
+        allv = set().union(*per.values())
+        if len(allv) == 1:
+            L.append(f"- {client} negotiated {next(iter(allv))} with every row")
+        else:
+            L.append(f"- {client} negotiated: " + "; ".join(f"{px} {', '.join(sorted(v))}" for px, v in per.items()))
+    if env.get("openssl"):
+        L.append(f"- certificate made with {env['openssl']}"
+                 + ("; wrk's cipher is that of an `openssl s_client` probe (wrk's library, default offer) before "
+                    "each `tls-ka` run" if any(sc.startswith("tls-ka") for sc in tls_scens) else ""))
+    for sc in tls_scens:
+        if sc.startswith("tls-hs-resume"):
+            c = counters_sum(sc, "ringlb", ("tls_handshakes", "tls_resumed"))
+            if c and c["tls_handshakes"]:
+                L.append(f"- {sc}: ringlb's own counters: {c['tls_resumed']:,} of {c['tls_handshakes']:,} handshakes "
+                         f"resumed ({100 * c['tls_resumed'] / c['tls_handshakes']:.1f}%)")
+    tdist = [r for r in rows if r["scenario"] in tls_scens and r["proxy"] in TLS_ROWS and r.get("disturbed") == "1"
+             and r["status"] in GOOD]
+    if tdist:
+        ntot = sum(len(sel(sc, px)) for sc in tls_scens for px in TLS_ROWS)
+        L.append(f"- **{len(tdist)} of the {ntot} runs behind this table were disturbed** (other work on the proxy "
+                 "CPUs after the retries ran out; see *Disturbed runs*): rates are unreliable, CPU per handshake or "
+                 "request less so")
+    for (px, note), scs in tls_notes.items():
+        L.append(f"- {px} ({', '.join(scs)}): {note}")
+    for k, v in env.items():
+        if k.startswith("tls_skip_") and (k[len("tls_skip_"):], v) not in tls_notes:
+            L.append(f"- {k[len('tls_skip_'):]}: TLS scenarios skipped: {v}")
+    if env.get("tls_hs_skip"):
+        L.append(f"- tls-hs scenarios skipped: {env['tls_hs_skip']}")
+    L.append("")
+
 # ringlb's balancing algorithms against its round-robin row
 if VARIANTS and any((sc, "ringlb") in M for sc in scenarios):
     L.append("## ringlb balancing algorithms vs round-robin (`ringlb` row)\n")
@@ -419,7 +571,8 @@ if bad:
         L.append(f"- rep {r['rep']} {r['scenario']} {r['proxy']}: {r['status']} (errors {r.get('errors') or '–'}) "
                  f"{r.get('note', '')}")
     L.append("")
-cfgs = [c for c in ("ringlb.yaml", "ringlb-lc.yaml", "ringlb-p2c.yaml", "ringlb-hash.yaml", "nginx.conf", "haproxy.cfg", "envoy.yaml", "Caddyfile", "h2o.conf",
+cfgs = [c for c in ("ringlb.yaml", "ringlb-lc.yaml", "ringlb-p2c.yaml", "ringlb-hash.yaml", "nginx.conf", "haproxy.cfg",
+                    "ringlb-tls.yaml", "nginx-tls.conf", "haproxy-tls.cfg", "tls/cert.pem", "envoy.yaml", "Caddyfile", "h2o.conf",
                     "varnish.vcl", "report.lua", "cmdlines.txt") if os.path.exists(os.path.join(out, c))]
 L.append("Per-run data: [`runs.csv`](runs.csv) (one row per run, retried ones included), medians: "
          "[`medians.csv`](medians.csv); generated configs and command lines: "
