@@ -1026,6 +1026,57 @@ class Proxy:
         return None
 
 
+# Shared by the tests that read ringlb's log and counters.
+
+def full_log(p):
+    try:
+        with open(p.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def stats(p, timeout=3.0):
+    """SIGUSR1, then the counters of the new stats line as a dict."""
+    before = full_log(p).count("stats (SIGUSR1)")
+    p.signal(signal.SIGUSR1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = [ln for ln in full_log(p).splitlines() if "stats (SIGUSR1)" in ln]
+        if len(lines) > before:
+            return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", lines[-1])}
+        time.sleep(0.02)
+    raise AssertionError("no stats line after SIGUSR1; log:\n" + p.log())
+
+
+class RssSampler:
+    """Samples ringlb's resident memory in a thread while a transfer runs (peak in .peak)."""
+    def __init__(self, proxy, interval=0.1):
+        self.proxy, self.interval = proxy, interval
+        self.samples = []
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            v = self.proxy.rss_kib()
+            if v:
+                self.samples.append(v)
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *a):
+        self._stop.set()
+        self._t.join(2)
+
+    @property
+    def peak(self):
+        return max(self.samples) if self.samples else 0
+
+
 def run_ringlb(args, timeout=10):
     """Runs ringlb to completion (CLI tests). Returns CompletedProcess with text output."""
     p = subprocess.Popen([RINGLB] + list(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

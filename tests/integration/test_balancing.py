@@ -17,6 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as H  # noqa: E402
+from harness import full_log, stats  # noqa: E402
 
 SLOW = 2.0 if H.ASAN else 1.0   # timing slack factor for sanitizer builds
 HC_PATH = "/hc"
@@ -144,14 +145,6 @@ class SrcClient(H.Client):
 # --------------------------------------------------------------------------------------
 # Helpers
 
-def full_log(p):
-    try:
-        with open(p.log_path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
 def wait_log(p, pattern, timeout, after=0):
     """Waits until regex `pattern` matches the log beyond offset `after`; returns the
     monotonic time it was seen, or None."""
@@ -164,18 +157,6 @@ def wait_log(p, pattern, timeout, after=0):
             return None
         time.sleep(0.01)
 
-
-def stats(p, timeout=3.0):
-    """SIGUSR1, then the counters of the new stats line as a dict."""
-    before = full_log(p).count("stats (SIGUSR1)")
-    p.signal(signal.SIGUSR1)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        lines = [ln for ln in full_log(p).splitlines() if "stats (SIGUSR1)" in ln]
-        if len(lines) > before:
-            return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", lines[-1])}
-        time.sleep(0.02)
-    raise AssertionError("no stats line after SIGUSR1; log:\n" + p.log())
 
 
 def get(port, target="/", headers=(), src=None, timeout=5.0):

@@ -11,36 +11,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as H  # noqa: E402
+from harness import RssSampler  # noqa: E402
 
 BIG = 256 * 1024 * 1024
 RSS_LIMIT_KIB = 64 * 1024
-
-
-class RssSampler:
-    def __init__(self, proxy, interval=0.1):
-        self.proxy, self.interval = proxy, interval
-        self.samples = []
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            v = self.proxy.rss_kib()
-            if v:
-                self.samples.append(v)
-            self._stop.wait(self.interval)
-
-    def __enter__(self):
-        self._t.start()
-        return self
-
-    def __exit__(self, *a):
-        self._stop.set()
-        self._t.join(2)
-
-    @property
-    def peak(self):
-        return max(self.samples) if self.samples else 0
 
 
 class StreamingTest(H.ProxyTestCase):

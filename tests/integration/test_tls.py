@@ -45,6 +45,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as H  # noqa: E402
+from harness import RssSampler, full_log, stats  # noqa: E402
 
 SANITIZED = H.ASAN or os.environ.get("RINGLB_SANITIZED") == "1"
 SLOW = 2.0 if SANITIZED else 1.0       # timing slack factor for sanitizer builds
@@ -373,26 +374,6 @@ def curl_env():
 # --------------------------------------------------------------------------------------
 # ringlb helpers
 
-def full_log(p):
-    try:
-        with open(p.log_path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
-def stats(p, timeout=3.0):
-    """SIGUSR1, then the counters of the new stats line as a dict."""
-    before = full_log(p).count("stats (SIGUSR1)")
-    p.signal(signal.SIGUSR1)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        lines = [ln for ln in full_log(p).splitlines() if "stats (SIGUSR1)" in ln]
-        if len(lines) > before:
-            return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", lines[-1])}
-        time.sleep(0.02)
-    raise AssertionError("no stats line after SIGUSR1; log:\n" + p.log())
-
 
 def stats_until(p, pred, timeout=2.0):
     """stats(p) again until pred(stats) holds or `timeout` passes (a counter may be bumped
@@ -436,33 +417,6 @@ def one_pool_config(listeners, backend, extra_pools=(), extra_routes=(), workers
         "pools": [{"name": "p", "backends": [backend.address]}] + list(extra_pools),
         "vhosts": [{"hosts": ["*"], "routes": [{"path": "/", "pool": "p"}] + list(extra_routes)}],
     }
-
-
-class RssSampler:
-    def __init__(self, proxy, interval=0.1):
-        self.proxy, self.interval = proxy, interval
-        self.samples = []
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            v = self.proxy.rss_kib()
-            if v:
-                self.samples.append(v)
-            self._stop.wait(self.interval)
-
-    def __enter__(self):
-        self._t.start()
-        return self
-
-    def __exit__(self, *a):
-        self._stop.set()
-        self._t.join(2)
-
-    @property
-    def peak(self):
-        return max(self.samples) if self.samples else 0
 
 
 # --------------------------------------------------------------------------------------
