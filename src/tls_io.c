@@ -430,6 +430,19 @@ static void fail_handshake(struct rlb_worker *w, struct rlb_conn *c, const char 
 
 static void ktls_progress(struct rlb_worker *w, struct rlb_conn *c);
 
+/* The handshake (and the kernel's takeover, if any) is over: the secrets go, requests may flow. */
+static void go_live(struct rlb_worker *w, struct rlb_conn *c, bool starved, bool eof)
+{
+    struct rlb_tls_conn *t = c->tls;
+    memset(t->client_secret, 0, sizeof(t->client_secret));
+    memset(t->server_secret, 0, sizeof(t->server_secret));
+    if (starved)
+        rlb_worker_starved(w, c);
+    rlb_proxy_tls_ready(w, c);
+    if (eof && !rlb_conn_is_closing(c) && !(c->flags & RLB_CF_EOF))
+        rlb_proxy_recv_end(w, c, 0);
+}
+
 static void handshake_done(struct rlb_worker *w, struct rlb_conn *c)
 {
     struct rlb_tls_conn *t = c->tls;
@@ -448,19 +461,13 @@ static void handshake_done(struct rlb_worker *w, struct rlb_conn *c)
             return;
         }
     }
-    memset(t->client_secret, 0, sizeof(t->client_secret));
-    memset(t->server_secret, 0, sizeof(t->server_secret));
     send_out(w, c);
     bool eof = false, starved = false;
     if (decrypt_into_inq(w, c, &eof, &starved) < 0) {
         rlb_proxy_tls_failed(w, c);
         return;
     }
-    if (starved)
-        rlb_worker_starved(w, c);
-    rlb_proxy_tls_ready(w, c);
-    if (eof && !rlb_conn_is_closing(c) && !(c->flags & RLB_CF_EOF))
-        rlb_proxy_recv_end(w, c, 0);
+    go_live(w, c, starved, eof);
 }
 
 static void ktls_progress(struct rlb_worker *w, struct rlb_conn *c)
@@ -483,14 +490,8 @@ static void ktls_progress(struct rlb_worker *w, struct rlb_conn *c)
     bool rx = !starved && !eof && t->cin_bytes == 0 && at_record_boundary(t) && SSL_pending(t->ssl) == 0;
     t->ktls = (uint8_t)rlb_ktls_install(w, c, rx);
     t->phase = RLB_TLS_DATA;
-    memset(t->client_secret, 0, sizeof(t->client_secret));
-    memset(t->server_secret, 0, sizeof(t->server_secret));
     out_release(w->tls, t);
-    if (starved)
-        rlb_worker_starved(w, c);
-    rlb_proxy_tls_ready(w, c);
-    if (eof && !rlb_conn_is_closing(c) && !(c->flags & RLB_CF_EOF))
-        rlb_proxy_recv_end(w, c, 0);
+    go_live(w, c, starved, eof);
 }
 
 static void drive_handshake(struct rlb_worker *w, struct rlb_conn *c)
