@@ -17,7 +17,8 @@ void rlb_worker_starved(struct rlb_worker *w, struct rlb_conn *c);
 
 /* For harnesses (fuzzers) that drive a worker from their own thread: set up
  * (listeners bound, accepts posted), one loop turn waiting at most
- * <wait_ms>, and teardown. <w->cfg> is set by the caller; no health board. */
+ * <wait_ms>, and teardown. The caller sets <w->cfg> and <w->cpu> (-1: no
+ * pinning; 0 would pin the calling thread to CPU 0); no health board. */
 int rlb_worker_start_inline(struct rlb_worker *w);
 void rlb_worker_turn(struct rlb_worker *w, int wait_ms);
 void rlb_worker_stop_inline(struct rlb_worker *w);
