@@ -273,6 +273,21 @@ void rlb_ktls_keylog(const SSL *ssl, const char *line)
     t->secret_len = (uint8_t)n;
 }
 
+bool rlb_ktls_send_close_notify(struct rlb_conn *c)
+{
+    /* One alert record, through the kernel's record layer: only the record type differs from data. */
+    uint8_t alert[2] = {1, 0}; /* warning, close_notify */
+    char control[CMSG_SPACE(sizeof(uint8_t))] = {0};
+    struct iovec iov = {alert, sizeof(alert)};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof(control)};
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+    cm->cmsg_level = SOL_TLS;
+    cm->cmsg_type = TLS_SET_RECORD_TYPE;
+    cm->cmsg_len = CMSG_LEN(sizeof(uint8_t));
+    *CMSG_DATA(cm) = 21; /* alert */
+    return sendmsg(c->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)sizeof(alert);
+}
+
 /* A record that is not application data arrived on a socket whose receiving the kernel does. */
 void rlb_ktls_control_record(struct rlb_worker *w, struct rlb_conn *c)
 {

@@ -117,7 +117,9 @@ void rlb__proxy_close_client(struct rlb_worker *w, struct rlb_conn *c, bool abor
 void rlb__proxy_close_client_after_send(struct rlb_worker *w, struct rlb_conn *c)
 {
     c->flags |= RLB_CF_CLOSE_AFTER_SEND;
-    if (rlb_conn_unsent(c) || (c->flags & RLB_CF_SEND_INFLIGHT)) {
+    /* Over TLS the end is close_notify before the FIN: without it a client cannot tell a response delimited by
+     * the close from a truncated one. */
+    if (rlb_conn_unsent(c) || (c->flags & RLB_CF_SEND_INFLIGHT) || (c->tls && rlb_tls_close_notify(w, c))) {
         arm(w, c, RLB_TIMER_BODY_IDLE); /* a client that never reads is not waited for forever */
         return;
     }

@@ -65,6 +65,9 @@ struct rlb_tls_worker {
 bool rlb__ktls_expand_label(const EVP_MD *md, const uint8_t *secret, size_t secret_len, const char *label, uint8_t *out,
                             size_t out_len);
 
+/* close_notify on a socket whose sending the kernel does; false if it could not go (the FIN follows anyway). */
+bool rlb_ktls_send_close_notify(struct rlb_conn *c);
+
 /* Frees <owner> once it is no longer the worker's current set and no connection uses it. */
 void rlb_tls_retire_check(struct rlb_worker *w, struct rlb_tls_worker *owner);
 

@@ -593,6 +593,24 @@ void rlb_tls_sent(struct rlb_worker *w, struct rlb_conn *c, int res)
     }
 }
 
+bool rlb_tls_close_notify(struct rlb_worker *w, struct rlb_conn *c)
+{
+    struct rlb_tls_conn *t = c->tls;
+    if (t->notify_sent || t->phase != RLB_TLS_DATA)
+        return false;
+    t->notify_sent = true;
+    if (t->ktls & RLB_KTLS_TX) {
+        rlb_ktls_send_close_notify(c); /* the socket buffer is empty here: a two-byte record never blocks */
+        return false;
+    }
+    SSL_shutdown(t->ssl); /* 0: ours is written, the peer's is not awaited */
+    ERR_clear_error();
+    if (t->out_len == t->out_sent)
+        return false;
+    send_out(w, c);
+    return true;
+}
+
 void rlb_tls_abandoned(struct rlb_worker *w, struct rlb_conn *c)
 {
     struct rlb_tls_conn *t = c->tls;

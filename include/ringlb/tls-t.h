@@ -35,6 +35,7 @@ struct rlb_tls_conn {
     uint8_t listener;
     bool saw_bytes;        /* the peer sent something: an end now is a failed handshake, not a probe */
     bool ktls_wanted;      /* the listener asks for kernel TLS */
+    bool notify_sent;      /* our close_notify went out */
     /* Where the ciphertext BoringSSL consumed stands against record boundaries:
      * the kernel can take over receiving only at a boundary. */
     uint8_t rec_hdr_have;

@@ -55,6 +55,9 @@ void rlb_tls_flush(struct rlb_worker *w, struct rlb_conn *c);
 void rlb_tls_sent(struct rlb_worker *w, struct rlb_conn *c, int res);
 /* The multishot receive ended without data (cancelled or failed). */
 void rlb_tls_recv_stopped(struct rlb_worker *w, struct rlb_conn *c);
+/* Sends close_notify once (BoringSSL's alert, or a kernel TLS alert record).
+ * True when it is on its way and the caller waits for the send to complete. */
+bool rlb_tls_close_notify(struct rlb_worker *w, struct rlb_conn *c);
 /* The client went away (or timed out) during the handshake: counted as a
  * failed handshake unless it never sent a byte (a probe, not a client). */
 void rlb_tls_abandoned(struct rlb_worker *w, struct rlb_conn *c);

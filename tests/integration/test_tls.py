@@ -677,6 +677,24 @@ class TerminationTest(H.ProxyTestCase):
         after = stats_until(self.p, lambda st: delta(before, st, "tls_handshake_failures") >= 3)
         self.assertGreaterEqual(delta(before, after, "tls_handshake_failures"), 3)
 
+    def test_09_close_notify_before_fin(self):
+        """A response ended by the close comes with close_notify (TLS 1.2 and 1.3): a client that
+        refuses ragged EOFs reads it to the end without a truncation error."""
+        for maxv in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+            with self.subTest(version=maxv.name):
+                raw = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+                s = client_ctx(maxv=maxv).wrap_socket(raw, server_hostname="shop.test", suppress_ragged_eofs=False)
+                s.sendall(b"GET /bye HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n")
+                data = b""
+                while True:
+                    d = s.recv(65536)   # SSLEOFError here: the FIN came without close_notify
+                    if not d:
+                        break
+                    data += d
+                s.close()
+                self.assertTrue(data.startswith(b"HTTP/1.1 200"), data[:100])
+                self.assertIn(b"/bye", data)
+
     # 9 ----------------------------------------------------------------------------
     def test_09_keepalive_100(self):
         before_conns = self.echo.conn_count
