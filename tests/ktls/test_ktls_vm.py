@@ -60,7 +60,7 @@ def expected_checks(plain):
     names.append("tls-start")
     for tag in TAGS:
         names += ["%s-%s" % (tag, c) for c in ("get-1k", "get-1m", "post-1m", "keepalive", "ktls")]
-    names += ["tls-stats", "tls-exit"]
+    names += ["tls-stats", "tls-splice", "tls-exit"]
     return names
 
 
