@@ -288,7 +288,7 @@ void rlb_proxy_accepted(struct rlb_worker *w, struct rlb_conn *c)
 {
     c->state = RLB_CS_HEAD; /* TCP_NODELAY comes from the listening socket */
     /* The head timeout starts once TLS is up: the handshake has its own. */
-    arm(w, c, c->tls ? RLB_TIMER_POOL_IDLE + w->cfg->num_pools + c->listener : RLB_TIMER_CLIENT_HEADER);
+    arm(w, c, c->tls ? rlb_timer_handshake_list(w->cfg, c->listener) : RLB_TIMER_CLIENT_HEADER);
     rlb_conn_arm_recv(w, c);
 }
 

@@ -72,7 +72,7 @@ static void arm_wake(struct rlb_worker *w)
 static int timers_from_config(struct rlb_worker *w)
 {
     const struct rlb_timeouts_cfg *t = &w->cfg->timeouts;
-    uint32_t n = RLB_TIMER_POOL_IDLE + w->cfg->num_pools + w->cfg->num_listeners;
+    uint32_t n = rlb_timer_handshake_list(w->cfg, w->cfg->num_listeners);
     uint32_t *d = calloc(n, sizeof(*d));
     if (!d)
         return -ENOMEM;
@@ -85,7 +85,7 @@ static int timers_from_config(struct rlb_worker *w)
     for (uint32_t p = 0; p < w->cfg->num_pools; p++)
         d[RLB_TIMER_POOL_IDLE + p] = w->cfg->pools[p].keepalive_idle_timeout_ms;
     for (uint32_t l = 0; l < w->cfg->num_listeners; l++)
-        d[RLB_TIMER_POOL_IDLE + w->cfg->num_pools + l] = w->cfg->listeners[l].tls.handshake_timeout_ms;
+        d[rlb_timer_handshake_list(w->cfg, l)] = w->cfg->listeners[l].tls.handshake_timeout_ms;
     int rc = rlb_timers_init(&w->timers, d, n);
     free(d);
     return rc;
@@ -475,7 +475,7 @@ static void expire_timers(struct rlb_worker *w)
         uint32_t s = rlb_timer_pop_expired(&w->timers, w->conns, &list);
         if (s == RLB_SLOT_NONE)
             return;
-        uint32_t handshake_lists = RLB_TIMER_POOL_IDLE + w->cfg->num_pools;
+        uint32_t handshake_lists = rlb_timer_handshake_list(w->cfg, 0);
         enum rlb_timer_kind kind = list >= handshake_lists      ? RLB_TIMER_TLS_HANDSHAKE
                                    : list >= RLB_TIMER_POOL_IDLE ? RLB_TIMER_POOL_IDLE
                                                                  : (enum rlb_timer_kind)list;

@@ -200,6 +200,13 @@ struct rlb_listener_sock {
     uint64_t warned_ms;  /* last accept error logged: at most one a second */
 };
 
+/* Timer lists after the fixed kinds: one per pool (idle upstream connections), then one per listener (TLS
+ * handshakes), each with its own duration. */
+static inline uint32_t rlb_timer_handshake_list(const struct rlb_config *cfg, uint32_t listener)
+{
+    return RLB_TIMER_POOL_IDLE + cfg->num_pools + listener;
+}
+
 struct rlb_worker {
     uint32_t id;
     int cpu;                           /* -1: not pinned */
