@@ -1,4 +1,5 @@
 #include <ringlb/buf.h>
+#include <ringlb/cache.h>
 #include <ringlb/log.h>
 
 #include <errno.h>
@@ -91,6 +92,10 @@ void rlb_bufs_destroy(struct rlb_bufs *b, struct io_uring *ring)
 
 void rlb_buf_unref(struct rlb_bufs *b, int32_t id)
 {
+    if (id < RLB_BUF_NONE) {
+        rlb_cache_ext_unref(b->cache, id);
+        return;
+    }
     RLB_BUG_ON(b->refs[id] == 0);
     if (--b->refs[id] != 0)
         return;

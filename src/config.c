@@ -300,6 +300,11 @@ void rlb_config_free(struct rlb_config *cfg)
     free(cfg->source);
     free(cfg->cpus);
     free(cfg->via_name);
+    for (uint32_t i = 0; i < cfg->cache.num_key_headers; i++)
+        free(cfg->cache.key_headers[i]);
+    free(cfg->cache.key_headers);
+    free(cfg->cache.key_headers_joined);
+    free(cfg->cache.purge_token);
     for (uint32_t i = 0; cfg->listeners != NULL && i < cfg->num_listeners; i++) {
         struct rlb_listener_cfg *l = &cfg->listeners[i];
         free(l->name);
@@ -482,6 +487,14 @@ struct rlb_config *rlb_config_from_oneline(const struct rlb_oneline_args *args, 
     }
     if (args->ktls >= 0)
         l->tls.ktls = args->ktls != 0;
+    if (args->cache != NULL) {
+        uint64_t size;
+        if (rlb_size_parse(args->cache, &size) != 0) {
+            fail_at(cfg, none, err, errlen, "--cache \"%.60s\": expected a size like 64m or 1g", args->cache);
+            goto fail;
+        }
+        rlb_cache_cfg_enable(&cfg->cache, size);
+    }
 
     struct rlb_pool_cfg *p = &cfg->pools[0];
     if ((p->name = strdup("default")) == NULL || rlb_config_alloc_backends(p, args->num_backends) != 0)
@@ -1013,8 +1026,51 @@ static int check_tls(struct rlb_config *cfg, char *err, size_t errlen)
     return 0;
 }
 
+void rlb_cache_cfg_enable(struct rlb_cache_cfg *c, uint64_t size)
+{
+    c->enabled = true;
+    c->size = size;
+    c->status_header = true;
+    c->key_host = true;
+    if (!c->max_object)
+        c->max_object = 8u << 20;
+    if (!c->heuristic_percent)
+        c->heuristic_percent = 10;
+    if (!c->heuristic_max_s)
+        c->heuristic_max_s = 86400;
+    if (!c->lock_timeout_ms)
+        c->lock_timeout_ms = 5000;
+}
+
+static int check_cache(struct rlb_config *cfg, char *err, size_t errlen)
+{
+    struct rlb_cache_cfg *c = &cfg->cache;
+    if (!c->enabled)
+        return 0;
+    if (c->size < (64u << 10))
+        return fail_at(cfg, c->mark, err, errlen, "cache: size must be at least 64k");
+    /* One object may not take more than a quarter of the budget: it would flush everything else. */
+    if (c->max_object > c->size / 4)
+        c->max_object = c->size / 4;
+    size_t len = 0;
+    for (uint32_t i = 0; i < c->num_key_headers; i++)
+        len += strlen(c->key_headers[i]) + 2;
+    if (c->num_key_headers) {
+        if ((c->key_headers_joined = calloc(1, len + 1)) == NULL)
+            return fail_at(cfg, c->mark, err, errlen, "out of memory");
+        for (uint32_t i = 0; i < c->num_key_headers; i++) {
+            if (i)
+                strcat(c->key_headers_joined, ", ");
+            strcat(c->key_headers_joined, c->key_headers[i]);
+        }
+    }
+    return 0;
+}
+
 int rlb_config_finish(struct rlb_config *cfg, char *err, size_t errlen)
 {
+    if (check_cache(cfg, err, errlen) != 0)
+        return -1;
     if (check_globals(cfg, err, errlen) != 0 || check_listeners(cfg, err, errlen) != 0 ||
         check_pools(cfg, err, errlen) != 0)
         return -1;

@@ -2,10 +2,12 @@
  * every check that needs more than one value to rlb_config_finish (config.c). Every message starts with
  * "FILE:LINE:COLUMN: " so that an editor can jump to it; libyaml counts from 0, people count from 1. */
 #include <ringlb/api.h>
+#include <ringlb/cache_policy.h>
 #include <ringlb/config.h>
 #include <ringlb/lb.h>
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <stdarg.h>
@@ -907,8 +909,8 @@ static int parse_split(struct parser *p, const yaml_node_t *seq, struct rlb_rout
 
 static int parse_route(struct parser *p, const yaml_node_t *map, struct rlb_route_cfg *r)
 {
-    static const char *const keys[] = {"path",         "pool",         "split",          "split_cookie",
-                                       "set_host",     "server_header", "server_value", "hide_powered_by"};
+    static const char *const keys[] = {"path",     "pool",          "split",        "split_cookie",
+                                       "set_host", "server_header", "server_value", "hide_powered_by", "cache"};
     if (check_keys(p, map, "route", keys, RLB_ARRAY_SIZE(keys)) != 0)
         return -1;
     r->mark = mark_of(map);
@@ -958,6 +960,10 @@ static int parse_route(struct parser *p, const yaml_node_t *map, struct rlb_rout
     }
     if ((v = get(p, map, "hide_powered_by")) != NULL && get_bool(p, v, &r->hide_powered_by) != 0)
         return -1;
+    bool cache = true;
+    if ((v = get(p, map, "cache")) != NULL && get_bool(p, v, &cache) != 0)
+        return -1;
+    r->cache_off = !cache;
     return 0;
 }
 
@@ -1023,10 +1029,102 @@ static yaml_node_t *required_list(struct parser *p, const yaml_node_t *root, con
     return v;
 }
 
+static int parse_cache_key(struct parser *p, yaml_node_t *map, struct rlb_cache_cfg *c)
+{
+    static const char *const keys[] = {"host", "query", "headers"};
+    if (check_keys(p, map, "cache key", keys, RLB_ARRAY_SIZE(keys)) != 0)
+        return -1;
+    yaml_node_t *v;
+    if ((v = get(p, map, "host")) != NULL && get_bool(p, v, &c->key_host) != 0)
+        return -1;
+    if ((v = get(p, map, "query")) != NULL) {
+        const char *s = scalar(p, v);
+        if (s == NULL)
+            return -1;
+        if (strcmp(s, "full") == 0)
+            c->key_query = RLB_CACHE_QUERY_FULL;
+        else if (strcmp(s, "sorted") == 0)
+            c->key_query = RLB_CACHE_QUERY_SORTED;
+        else if (strcmp(s, "ignore") == 0)
+            c->key_query = RLB_CACHE_QUERY_IGNORE;
+        else
+            return fail(p, v, "expected full, sorted or ignore, got %s", DESCRIBE(v));
+    }
+    if ((v = get(p, map, "headers")) != NULL) {
+        if (expect_type(p, v, YAML_SEQUENCE_NODE) != 0)
+            return -1;
+        uint32_t n = seq_len(v);
+        if ((c->key_headers = calloc(n + 1, sizeof(*c->key_headers))) == NULL)
+            return out_of_memory(p, v);
+        for (uint32_t i = 0; i < n; i++) {
+            yaml_node_t *h = seq_item(p, v, i);
+            if (get_string(p, h, &c->key_headers[i]) != 0)
+                return -1;
+            c->num_key_headers = i + 1;
+            for (const char *ch = c->key_headers[i]; *ch; ch++)
+                if (!isalnum((unsigned char)*ch) && !strchr("!#$%&'*+-.^_`|~", *ch))
+                    return fail(p, h, "expected a header name, got %s", DESCRIBE(h));
+        }
+    }
+    return 0;
+}
+
+static int parse_cache(struct parser *p, yaml_node_t *map)
+{
+    static const char *const keys[] = {"size",         "max_object",   "heuristic",     "heuristic_percent",
+                                       "heuristic_max", "key",         "status_header", "lock_timeout",
+                                       "store_set_cookie", "purge_token"};
+    if (check_keys(p, map, "cache", keys, RLB_ARRAY_SIZE(keys)) != 0)
+        return -1;
+    struct rlb_cache_cfg *c = &p->cfg->cache;
+    c->mark = mark_of(map);
+    yaml_node_t *v;
+    uint64_t size = 0;
+    if ((v = require(p, map, "size", "cache")) == NULL)
+        return -1;
+    const char *s = scalar(p, v);
+    if (s == NULL)
+        return -1;
+    if (rlb_size_parse(s, &size) != 0 || size < (64u << 10))
+        return fail(p, v, "expected a size of at least 64k, like 256m or 1g, got %s", DESCRIBE(v));
+    rlb_cache_cfg_enable(c, size);
+    if ((v = get(p, map, "max_object")) != NULL) {
+        if ((s = scalar(p, v)) == NULL)
+            return -1;
+        if (rlb_size_parse(s, &c->max_object) != 0 || c->max_object == 0)
+            return fail(p, v, "expected a size like 1m, got %s", DESCRIBE(v));
+    }
+    if ((v = get(p, map, "heuristic")) != NULL && get_bool(p, v, &c->heuristic) != 0)
+        return -1;
+    if ((v = get(p, map, "heuristic_percent")) != NULL && get_u32(p, v, 1, 100, &c->heuristic_percent) != 0)
+        return -1;
+    uint32_t ms;
+    if ((v = get(p, map, "heuristic_max")) != NULL) {
+        if (get_duration(p, v, 1000, &ms) != 0)
+            return -1;
+        c->heuristic_max_s = ms / 1000;
+    }
+    if ((v = get(p, map, "key")) != NULL && parse_cache_key(p, v, c) != 0)
+        return -1;
+    if ((v = get(p, map, "status_header")) != NULL && get_bool(p, v, &c->status_header) != 0)
+        return -1;
+    if ((v = get(p, map, "lock_timeout")) != NULL && get_duration(p, v, 1, &c->lock_timeout_ms) != 0)
+        return -1;
+    if ((v = get(p, map, "store_set_cookie")) != NULL && get_bool(p, v, &c->store_set_cookie) != 0)
+        return -1;
+    if ((v = get(p, map, "purge_token")) != NULL) {
+        if (get_string(p, v, &c->purge_token) != 0)
+            return -1;
+        if (strlen(c->purge_token) < 16)
+            return fail(p, v, "purge_token must be at least 16 characters (it is the only thing guarding PURGE)");
+    }
+    return 0;
+}
+
 static int parse_root(struct parser *p, const yaml_node_t *root)
 {
     static const char *const keys[] = {"workers",  "cpus",    "max_connections", "via",   "limits",
-                                       "timeouts", "buffers", "listeners",       "pools", "vhosts"};
+                                       "timeouts", "buffers", "listeners",       "pools", "vhosts", "cache"};
     if (check_keys(p, root, "the top level", keys, RLB_ARRAY_SIZE(keys)) != 0)
         return -1;
     struct rlb_config *cfg = p->cfg;
@@ -1058,6 +1156,8 @@ static int parse_root(struct parser *p, const yaml_node_t *root)
     if ((v = get(p, root, "timeouts")) != NULL && parse_timeouts(p, v) != 0)
         return -1;
     if ((v = get(p, root, "buffers")) != NULL && parse_buffers(p, v) != 0)
+        return -1;
+    if ((v = get(p, root, "cache")) != NULL && parse_cache(p, v) != 0)
         return -1;
 
     yaml_node_t *listeners, *pools, *vhosts;

@@ -37,14 +37,20 @@ static void push_printf(struct rlb_outq *q, const char *fmt, unsigned long long 
     rlb_outq_commit(q, (size_t)n);
 }
 
+/* Validators of the client's own copy: a cache fetch replaces them with its own. */
+static bool conditional(uint16_t id)
+{
+    return id == RLB_HDR_IF_NONE_MATCH || id == RLB_HDR_IF_MODIFIED_SINCE;
+}
+
 /* Worst case pieces: two per header that may be dropped or re-emitted (only
- * known names and hop-by-hop ones can be), two more for each X-Forwarded-For
+ * the names the proxy acts on and hop-by-hop ones can be), two more for each X-Forwarded-For
  * value joined into our list, plus the generated lines. */
 static bool has_room(const struct rlb_outq *q, const struct rlb_http_header *h, uint32_t n)
 {
     uint32_t pieces = 24;
     for (uint32_t i = 0; i < n; i++) {
-        if (h[i].id != RLB_HDR_OTHER || (h[i].flags & RLB_HF_HOP))
+        if ((h[i].id != RLB_HDR_OTHER && h[i].id < RLB_HDR_AGE) || (h[i].flags & RLB_HF_HOP) || conditional(h[i].id))
             pieces += 2;
         if (h[i].id == RLB_HDR_X_FORWARDED_FOR)
             pieces += 2;
@@ -81,7 +87,7 @@ static bool origin_form(const struct rlb_str *target)
 int rlb_http1_emit_request(struct rlb_outq *q, struct rlb_bufs *b, int32_t bid, const char *head,
                            const struct rlb_http_request *req, const struct rlb_req_emit *opt)
 {
-    if (!has_room(q, req->headers, req->num_headers))
+    if (!has_room(q, req->headers, req->num_headers) || !rlb_outq_room(q, 0, 160 + opt->extra_lines.len))
         return -1;
     struct runs r = {q, b, bid, head, 0};
     struct rlb_str host = {NULL, 0};
@@ -132,6 +138,10 @@ int rlb_http1_emit_request(struct rlb_outq *q, struct rlb_bufs *b, int32_t bid, 
             upgrade = h;
             drop = true;
             break;
+        case RLB_HDR_IF_NONE_MATCH:
+        case RLB_HDR_IF_MODIFIED_SINCE:
+            drop = opt->drop_conditionals || (h->flags & RLB_HF_HOP);
+            break;
         default:
             drop = h->flags & RLB_HF_HOP;
         }
@@ -139,6 +149,8 @@ int rlb_http1_emit_request(struct rlb_outq *q, struct rlb_bufs *b, int32_t bid, 
             run_drop(&r, h);
     }
     run_flush(&r, req->head_len - 2);
+    if (opt->extra_lines.len)
+        rlb_outq_push_copy(q, opt->extra_lines.ptr, opt->extra_lines.len);
 
     if (rt && rt->set_host) {
         LIT(q, "Host: ");

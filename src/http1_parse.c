@@ -168,18 +168,24 @@ static uint16_t header_id(const char *p, size_t n)
         break;
     case 3:
         ID("via", RLB_HDR_VIA);
+        ID("age", RLB_HDR_AGE);
         break;
     case 4:
         ID("host", RLB_HDR_HOST);
         ID("date", RLB_HDR_DATE);
+        ID("vary", RLB_HDR_VARY);
+        ID("etag", RLB_HDR_ETAG);
         break;
     case 6:
         ID("expect", RLB_HDR_EXPECT);
         ID("server", RLB_HDR_SERVER);
+        ID("pragma", RLB_HDR_PRAGMA);
+        ID("cookie", RLB_HDR_COOKIE);
         break;
     case 7:
         ID("upgrade", RLB_HDR_UPGRADE);
         ID("trailer", RLB_HDR_TRAILER);
+        ID("expires", RLB_HDR_EXPIRES);
         break;
     case 9:
         ID("x-real-ip", RLB_HDR_X_REAL_IP);
@@ -187,6 +193,7 @@ static uint16_t header_id(const char *p, size_t n)
     case 10:
         ID("connection", RLB_HDR_CONNECTION);
         ID("keep-alive", RLB_HDR_KEEP_ALIVE);
+        ID("set-cookie", RLB_HDR_SET_COOKIE);
         break;
     case 12:
         ID("x-powered-by", RLB_HDR_X_POWERED_BY);
@@ -199,16 +206,33 @@ static uint16_t header_id(const char *p, size_t n)
         break;
     case 16:
         ID("proxy-connection", RLB_HDR_PROXY_CONNECTION);
+        ID("content-location", RLB_HDR_CONTENT_LOCATION);
         break;
     case 17:
         ID("transfer-encoding", RLB_HDR_TRANSFER_ENCODING);
         ID("x-forwarded-proto", RLB_HDR_X_FORWARDED_PROTO);
+        ID("if-modified-since", RLB_HDR_IF_MODIFIED_SINCE);
         break;
     case 18:
         ID("proxy-authenticate", RLB_HDR_PROXY_AUTHENTICATE);
         break;
     case 19:
         ID("proxy-authorization", RLB_HDR_PROXY_AUTHORIZATION);
+        ID("if-unmodified-since", RLB_HDR_IF_UNMODIFIED_SINCE);
+        break;
+    case 5:
+        ID("range", RLB_HDR_RANGE);
+        break;
+    case 8:
+        ID("if-range", RLB_HDR_IF_RANGE);
+        ID("if-match", RLB_HDR_IF_MATCH);
+        ID("location", RLB_HDR_LOCATION);
+        break;
+    case 13:
+        ID("cache-control", RLB_HDR_CACHE_CONTROL);
+        ID("authorization", RLB_HDR_AUTHORIZATION);
+        ID("last-modified", RLB_HDR_LAST_MODIFIED);
+        ID("if-none-match", RLB_HDR_IF_NONE_MATCH);
         break;
     default:
         break;
@@ -238,6 +262,24 @@ static const struct rlb_str header_names[RLB_HDR__COUNT] = {
     [RLB_HDR_DATE] = RLB_STRLIT("date"),
     [RLB_HDR_PROXY_AUTHENTICATE] = RLB_STRLIT("proxy-authenticate"),
     [RLB_HDR_PROXY_AUTHORIZATION] = RLB_STRLIT("proxy-authorization"),
+    [RLB_HDR_AGE] = RLB_STRLIT("age"),
+    [RLB_HDR_VARY] = RLB_STRLIT("vary"),
+    [RLB_HDR_ETAG] = RLB_STRLIT("etag"),
+    [RLB_HDR_RANGE] = RLB_STRLIT("range"),
+    [RLB_HDR_PRAGMA] = RLB_STRLIT("pragma"),
+    [RLB_HDR_COOKIE] = RLB_STRLIT("cookie"),
+    [RLB_HDR_EXPIRES] = RLB_STRLIT("expires"),
+    [RLB_HDR_IF_RANGE] = RLB_STRLIT("if-range"),
+    [RLB_HDR_IF_MATCH] = RLB_STRLIT("if-match"),
+    [RLB_HDR_LOCATION] = RLB_STRLIT("location"),
+    [RLB_HDR_SET_COOKIE] = RLB_STRLIT("set-cookie"),
+    [RLB_HDR_CACHE_CONTROL] = RLB_STRLIT("cache-control"),
+    [RLB_HDR_AUTHORIZATION] = RLB_STRLIT("authorization"),
+    [RLB_HDR_LAST_MODIFIED] = RLB_STRLIT("last-modified"),
+    [RLB_HDR_IF_NONE_MATCH] = RLB_STRLIT("if-none-match"),
+    [RLB_HDR_CONTENT_LOCATION] = RLB_STRLIT("content-location"),
+    [RLB_HDR_IF_MODIFIED_SINCE] = RLB_STRLIT("if-modified-since"),
+    [RLB_HDR_IF_UNMODIFIED_SINCE] = RLB_STRLIT("if-unmodified-since"),
 };
 
 struct rlb_str rlb_http1_header_name(enum rlb_hdr_id id)

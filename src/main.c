@@ -38,6 +38,7 @@ static void usage(FILE *out)
             "      --tls-cert FILE   terminate TLS on the listener with this PEM certificate chain...\n"
             "      --tls-key FILE    ...and this PEM private key\n"
             "      --ktls on|off     hand TLS records to the kernel after the handshake (default on)\n"
+            "      --cache SIZE      cache responses (RFC 9111) in SIZE of memory per worker, e.g. 256m\n"
             "  -v, --verbose         debug logging\n"
             "  -q, --quiet           errors and warnings only\n"
             "  -h, --help            this text\n"
@@ -107,7 +108,7 @@ int main(int argc, char **argv)
         {"zerocopy-min", required_argument, NULL, 'Z'}, {"balance", required_argument, NULL, 'B'},
         {"splice-min", required_argument, NULL, 'S'},
         {"tls-cert", required_argument, NULL, 'C'}, {"tls-key", required_argument, NULL, 'K'},
-        {"ktls", required_argument, NULL, 'k'},
+        {"ktls", required_argument, NULL, 'k'},   {"cache", required_argument, NULL, 'M'},
         {"help", no_argument, NULL, 'h'},         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
@@ -163,6 +164,9 @@ int main(int argc, char **argv)
             }
             one.ktls = strcmp(optarg, "on") == 0;
             break;
+        case 'M':
+            one.cache = optarg;
+            break;
         case 'B':
             one.balance = optarg;
             break;
@@ -199,9 +203,9 @@ int main(int argc, char **argv)
         return 2;
     }
     if (config_path && (one.listen || one.num_backends || demo || zerocopy_set || splice_set || one.balance ||
-                        one.tls_cert || one.tls_key || one.ktls >= 0)) {
+                        one.tls_cert || one.tls_key || one.ktls >= 0 || one.cache)) {
         fprintf(stderr, "ringlb: -c cannot be combined with one-line options (--listen, --backend, --demo, --balance, "
-                        "--zerocopy-min, --splice-min, --tls-cert, --tls-key, --ktls)\n");
+                        "--zerocopy-min, --splice-min, --tls-cert, --tls-key, --ktls, --cache)\n");
         return 2;
     }
 

@@ -77,6 +77,7 @@ void rlb__proxy_txn_put(struct rlb_worker *w, struct rlb_conn *c)
         return;
     rlb__proxy_release_replay(w, t);
     rlb__proxy_splice_release(w, t);
+    rlb__proxy_cache_txn_end(w, t);
     c->txn = NULL;
     t->next_free = w->txn_free;
     w->txn_free = t;
@@ -151,6 +152,8 @@ void rlb__proxy_send_error(struct rlb_worker *w, struct rlb_conn *c, int status)
     struct rlb_conn *u = rlb_conn_peer(w, c);
     if (u)
         rlb__proxy_close_upstream(w, u, true);
+    if (status >= 500 && rlb__proxy_cache_stand_in(w, c))
+        return;
     if (c->txn && (c->txn->flags & RLB_TF_RESP_STARTED)) {
         rlb__proxy_close_client(w, c, true);
         return;
@@ -222,7 +225,8 @@ int rlb__proxy_parse_head(struct rlb_worker *w, struct rlb_conn *c, bool request
 }
 
 int rlb__proxy_relay_body(struct rlb_worker *w, struct rlb_conn *from, struct rlb_outq *q, uint8_t kind, bool rechunk,
-                          uint64_t *remaining, struct rlb_chunked_decoder *dec, bool *progress)
+                          uint64_t *remaining, struct rlb_chunked_decoder *dec, bool *progress,
+                          struct rlb_txn *store)
 {
     int result = RLB_RELAY_MORE;
     while (from->inq_head != RLB_BUF_NONE && result == RLB_RELAY_MORE) {
@@ -249,6 +253,8 @@ int rlb__proxy_relay_body(struct rlb_worker *w, struct rlb_conn *from, struct rl
                 result = RLB_RELAY_DONE;
         }
         if (dlen) {
+            if (store)
+                rlb__proxy_cache_body(w, store, data, dlen);
             if (rechunk)
                 rlb_http1_emit_chunk_header(q, dlen);
             rlb_outq_push_buf(q, &w->bufs, id, data, dlen);
@@ -488,6 +494,9 @@ void rlb_proxy_timeout(struct rlb_worker *w, struct rlb_conn *c, enum rlb_timer_
         break;
     case RLB_TIMER_POOL_IDLE:
         rlb__proxy_close_upstream(w, c, false);
+        break;
+    case RLB_TIMER_CACHE_WAIT:
+        rlb__proxy_cache_wait_timeout(w, c);
         break;
     case RLB_TIMER_TLS_HANDSHAKE:
         rlb_tls_abandoned(w, c);

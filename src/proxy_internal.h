@@ -44,9 +44,11 @@ void rlb__proxy_resume_recv(struct rlb_worker *w, struct rlb_conn *c);
  * into <q>, as they are or re-chunked, until the body ends, the input runs
  * out or <q> is full. Sets *progress when anything moved. Returns
  * RLB_RELAY_DONE (terminating chunk queued when re-chunking), RLB_RELAY_MORE,
- * or RLB_RELAY_BAD for broken chunked framing. */
+ * or RLB_RELAY_BAD for broken chunked framing. The data also goes into the cache for a <store>
+ * transaction (NULL for request bodies). */
 int rlb__proxy_relay_body(struct rlb_worker *w, struct rlb_conn *from, struct rlb_outq *q, uint8_t kind, bool rechunk,
-                          uint64_t *remaining, struct rlb_chunked_decoder *dec, bool *progress);
+                          uint64_t *remaining, struct rlb_chunked_decoder *dec, bool *progress,
+                          struct rlb_txn *store);
 
 /* proxy_request.c: the client side */
 void rlb__proxy_client_process(struct rlb_worker *w, struct rlb_conn *c);
@@ -67,6 +69,35 @@ void rlb__proxy_upstream_process(struct rlb_worker *w, struct rlb_conn *u);
 void rlb__proxy_upstream_failed(struct rlb_worker *w, struct rlb_conn *u, int status);
 void rlb__proxy_response_done(struct rlb_worker *w, struct rlb_conn *c, struct rlb_conn *u);
 void rlb__proxy_relay_tunnel(struct rlb_worker *w, struct rlb_conn *from);
+
+/* proxy_cache.c: the response cache */
+enum { RLB_CACHE_FORWARD = 0, RLB_CACHE_SERVED, RLB_CACHE_WAITING };
+/* After routing: answers from the store, waits for a fetch of the same key, or lets the request go to the
+ * origin (preparing a fetch that fills the store, validators, invalidation). Returns RLB_CACHE_FORWARD when
+ * the request goes on upstream; otherwise the head was dealt with and the state tells what comes next. */
+int rlb__proxy_cache_request(struct rlb_worker *w, struct rlb_conn *c, const struct rlb_http_request *req,
+                             struct rlb_str host, struct rlb_str path);
+/* A PURGE request, answered here; false when <req> is not one (or the cache is off). */
+bool rlb__proxy_cache_purge(struct rlb_worker *w, struct rlb_conn *c, const struct rlb_http_request *req,
+                            struct rlb_str host, struct rlb_str target);
+/* Our validators for a revalidating fetch, as header lines; 0 bytes otherwise. */
+size_t rlb__proxy_cache_validators(const struct rlb_txn *t, char *out, size_t cap);
+/* The request fetches for the store: the client's own validators must not reach the origin. */
+bool rlb__proxy_cache_fetching(const struct rlb_txn *t);
+/* At a final response head: invalidation, a 304 refreshing a stored response, a stale stand-in for an
+ * error, the decision to store. Returns -1 when the client was answered here (stop relaying), else the
+ * length of the status lines written to <extra> for the forwarded response. */
+int rlb__proxy_cache_response(struct rlb_worker *w, struct rlb_conn *c, struct rlb_conn *u,
+                              const struct rlb_http_response *resp, char *extra, size_t cap);
+/* Response body bytes also going into the store. */
+void rlb__proxy_cache_body(struct rlb_worker *w, struct rlb_txn *t, const char *p, size_t len);
+/* The response is complete: the stored copy becomes servable. */
+void rlb__proxy_cache_complete(struct rlb_worker *w, struct rlb_txn *t);
+/* Serves a stored response instead of the error the request is about to get (stale-if-error); false when
+ * there is none it may serve. */
+bool rlb__proxy_cache_stand_in(struct rlb_worker *w, struct rlb_conn *c);
+void rlb__proxy_cache_wait_timeout(struct rlb_worker *w, struct rlb_conn *c);
+void rlb__proxy_cache_txn_end(struct rlb_worker *w, struct rlb_txn *t);
 
 /* proxy_splice.c: large response bodies by splice(2) */
 bool rlb__proxy_splice_wanted(const struct rlb_worker *w, const struct rlb_txn *t, const struct rlb_conn *u);

@@ -158,7 +158,10 @@ int rlb__proxy_emit_request(struct rlb_worker *w, struct rlb_conn *c, struct rlb
         .proto = c->tls ? proto_https : proto_http,
         .default_host = {backend_text, strlen(backend_text)},
         .upstream_keepalive = pool->keepalive_max_idle > 0 && !(t->flags & RLB_TF_UPGRADE),
+        .drop_conditionals = rlb__proxy_cache_fetching(t),
     };
+    char validators[320];
+    opt.extra_lines = (struct rlb_str){validators, rlb__proxy_cache_validators(t, validators, sizeof(validators))};
     struct rlb_outq *q = rlb_conn_outq(w, u);
     if (!q)
         return -1;
@@ -282,12 +285,16 @@ static bool start_request(struct rlb_worker *w, struct rlb_conn *c, const struct
         send_https_redirect(w, c, bid, host, path);
         return false;
     }
+    fill_client_ip(c);
+    if (rlb__proxy_cache_purge(w, c, req, host, path))
+        return true;
     t->route = rlb_route_find(w->cfg, c->listener, host.ptr, host.len, path.ptr, path.len);
     if (!t->route) {
         rlb__proxy_send_error(w, c, 404);
         return false;
     }
-    fill_client_ip(c);
+    if (rlb__proxy_cache_request(w, c, req, host, path) != RLB_CACHE_FORWARD)
+        return true;
     t->route_pool = t->route->pool;
     if (t->route->num_splits) {
         choose_variant(w, t, req);
@@ -355,7 +362,7 @@ static bool relay_request_body(struct rlb_worker *w, struct rlb_conn *c)
      * checked reaches the backend. */
     bool progress = false;
     int rc = rlb__proxy_relay_body(w, c, q, t->req_body, t->req_body == RLB_BODY_CHUNKED, &t->req_remaining,
-                                   &t->req_chunked, &progress);
+                                   &t->req_chunked, &progress, NULL);
     if (rc == RLB_RELAY_BAD) {
         w->stats.parse_errors++;
         rlb_log_debug("bad chunked request body: %s", t->req_chunked.error_reason);

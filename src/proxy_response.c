@@ -145,6 +145,12 @@ static bool read_response_head(struct rlb_worker *w, struct rlb_conn *u, struct 
         return true;
     }
 
+    /* Lines of ours after the backend's fields: the cache's status, the A/B cookie. */
+    char extra[512];
+    int cached = rlb__proxy_cache_response(w, c, u, &resp, extra, 200);
+    if (cached < 0)
+        return false; /* answered from the cache */
+    size_t extra_len = (size_t)cached;
     opt.framing = (uint8_t)client_framing(t, &resp);
     if ((resp.flags & RLB_MSG_CONN_CLOSE) || resp.minor_version == 0 || resp.body == RLB_BODY_UNTIL_CLOSE)
         t->flags |= RLB_TF_UPSTREAM_CLOSE;
@@ -152,14 +158,15 @@ static bool read_response_head(struct rlb_worker *w, struct rlb_conn *u, struct 
         t->flags |= RLB_TF_CLIENT_CLOSE;
     opt.client_close = (t->flags & RLB_TF_CLIENT_CLOSE) != 0;
     opt.client_keepalive10 = !opt.client_close && (t->flags & RLB_TF_CLIENT_HTTP10);
-    char cookie[256];
     if (t->flags & RLB_TF_SET_VARIANT) {
         /* A month, so a returning shopper sees the same variant. */
-        int n = snprintf(cookie, sizeof(cookie), "Set-Cookie: %s=%s; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax\r\n",
-                         t->route->split_cookie, w->cfg->pools[t->route->splits[t->variant].pool].name);
-        if (n > 0 && (size_t)n < sizeof(cookie))
-            opt.extra_line = (struct rlb_str){cookie, (size_t)n};
+        int n = snprintf(extra + extra_len, sizeof(extra) - extra_len,
+                         "Set-Cookie: %s=%s; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax\r\n", t->route->split_cookie,
+                         w->cfg->pools[t->route->splits[t->variant].pool].name);
+        if (n > 0 && (size_t)n < sizeof(extra) - extra_len)
+            extra_len += (size_t)n;
     }
+    opt.extra_line = (struct rlb_str){extra, extra_len};
     if (rlb_http1_emit_response(q, &w->bufs, bid, head, &resp, &opt) < 0) {
         rlb__proxy_send_error(w, c, 502);
         return false;
@@ -219,7 +226,7 @@ static bool relay_response_body(struct rlb_worker *w, struct rlb_conn *u, struct
     }
     bool progress = false;
     int rc = rlb__proxy_relay_body(w, u, q, t->resp_body, (t->flags & RLB_TF_RECHUNK) != 0, &t->resp_remaining,
-                                   &t->resp_chunked, &progress);
+                                   &t->resp_chunked, &progress, t->cache ? t : NULL);
     if (rc == RLB_RELAY_DONE)
         u->flags &= (uint16_t)~RLB_CF_SPLICE; /* the whole body had come with the buffers */
     if (rc == RLB_RELAY_BAD) {
@@ -241,6 +248,7 @@ static bool relay_response_body(struct rlb_worker *w, struct rlb_conn *u, struct
 void rlb__proxy_response_done(struct rlb_worker *w, struct rlb_conn *c, struct rlb_conn *u)
 {
     struct rlb_txn *t = c->txn;
+    rlb__proxy_cache_complete(w, t);
     if (!(t->flags & RLB_TF_REQ_DONE)) {
         /* The backend answered before reading the whole body (an early 413,
          * say): neither connection is at a message boundary any more. */

@@ -94,6 +94,9 @@ bool rlb__proxy_splice_wanted(const struct rlb_worker *w, const struct rlb_txn *
     /* Bytes BoringSSL must encrypt or decrypt cannot bypass it; the kernel's TLS can take them. */
     if (u->tls || (u->peer != RLB_SLOT_NONE && rlb_tls_userspace_tx(w->conns[u->peer].tls)))
         return false;
+    /* A body going into the cache must pass through our memory. */
+    if (t->cache && t->cache->storing)
+        return false;
     return min && t->resp_body == RLB_BODY_LENGTH && !(t->flags & RLB_TF_RECHUNK) &&
            t->resp_remaining >= (uint64_t)min + u->inq_bytes;
 }

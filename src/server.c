@@ -1,5 +1,6 @@
 #include <ringlb/config.h>
 #include <ringlb/health.h>
+#include <ringlb/cache.h>
 #include <ringlb/health_board.h>
 #include <ringlb/log.h>
 #include <ringlb/server.h>
@@ -83,7 +84,9 @@ static void log_stats(const struct rlb_worker *workers, uint32_t n, const char *
     rlb_log_info("stats (%s): accepted=%llu accept_errors=%llu requests=%llu responses_1xx=%llu 2xx=%llu 3xx=%llu 4xx=%llu 5xx=%llu "
                  "parse_errors=%llu upstream_connects=%llu upstream_connect_failures=%llu upstream_reused=%llu "
                  "upstream_retries=%llu retries_denied=%llu ejections=%llu failovers=%llu timeouts=%llu enobufs=%llu zc_sends=%llu splices=%llu shed=%llu ring_enters=%llu ring_sqes=%llu bytes_copied=%llu "
-                 "tls_handshakes=%llu tls_resumed=%llu tls_handshake_failures=%llu ktls_tx=%llu ktls_rx=%llu ktls_fallbacks=%llu",
+                 "tls_handshakes=%llu tls_resumed=%llu tls_handshake_failures=%llu ktls_tx=%llu ktls_rx=%llu ktls_fallbacks=%llu "
+                 "cache_hits=%llu cache_misses=%llu cache_stale=%llu cache_revalidated=%llu cache_stored=%llu "
+                 "cache_collapsed=%llu cache_bypass=%llu cache_purged=%llu cache_bytes=%llu cache_objects=%llu",
                  when, (unsigned long long)s.accepted, (unsigned long long)s.accept_errors, (unsigned long long)s.requests,
                  (unsigned long long)s.responses[1], (unsigned long long)s.responses[2],
                  (unsigned long long)s.responses[3], (unsigned long long)s.responses[4],
@@ -95,7 +98,12 @@ static void log_stats(const struct rlb_worker *workers, uint32_t n, const char *
                  (unsigned long long)s.shed, (unsigned long long)s.ring.enters, (unsigned long long)s.ring.sqes,
                  (unsigned long long)s.bytes_copied, (unsigned long long)s.tls_handshakes,
                  (unsigned long long)s.tls_resumed, (unsigned long long)s.tls_handshake_failures,
-                 (unsigned long long)s.ktls_tx, (unsigned long long)s.ktls_rx, (unsigned long long)s.ktls_fallbacks);
+                 (unsigned long long)s.ktls_tx, (unsigned long long)s.ktls_rx, (unsigned long long)s.ktls_fallbacks,
+                 (unsigned long long)s.cache_hits, (unsigned long long)s.cache_misses,
+                 (unsigned long long)s.cache_stale, (unsigned long long)s.cache_revalidated,
+                 (unsigned long long)s.cache_stored, (unsigned long long)s.cache_collapsed,
+                 (unsigned long long)s.cache_bypass, (unsigned long long)s.cache_purged,
+                 (unsigned long long)s.cache_bytes, (unsigned long long)s.cache_objects);
 }
 
 static void on_health_change(void *arg, uint32_t pool, uint32_t backend, bool up, const char *why)
@@ -182,7 +190,10 @@ int rlb_server_run(const struct rlb_config *cfg, void (*on_ready)(const struct r
 
     struct rlb_worker *workers = aligned_alloc(RLB_CACHELINE, sizeof(*workers) * n);
     struct rlb_health_board board;
-    if (!workers || rlb_health_board_init(&board, cfg) != 0) {
+    /* Purges reach every worker through one log (see cache.h). */
+    struct rlb_cache_purges *purges = cfg->cache.enabled ? rlb_cache_purges_new() : NULL;
+    if (!workers || (cfg->cache.enabled && !purges) || rlb_health_board_init(&board, cfg) != 0) {
+        rlb_cache_purges_free(purges);
         rlb_log_error("out of memory");
         free(workers);
         return 1;
@@ -199,6 +210,7 @@ int rlb_server_run(const struct rlb_config *cfg, void (*on_ready)(const struct r
         w->id = i;
         w->cfg = cfg;
         w->health = &board;
+        w->cache_purges = purges;
         /* Explicit cpus pin as listed; "auto" pins worker i to the i-th CPU
          * it may run on, so each core has exactly one worker. */
         w->cpu = cfg->num_cpus ? cfg->cpus[i % cfg->num_cpus] : (num_mask ? mask_cpus[i % (uint32_t)num_mask] : -1);
@@ -262,6 +274,7 @@ int rlb_server_run(const struct rlb_config *cfg, void (*on_ready)(const struct r
     for (uint32_t i = 0; i < started; i++)
         pthread_join(workers[i].thread, NULL);
     rlb_health_board_destroy(&board);
+    rlb_cache_purges_free(purges);
     for (uint32_t i = 0; i < n; i++)
         if (workers[i].wake_fd > 0)
             close(workers[i].wake_fd);

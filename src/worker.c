@@ -1,4 +1,5 @@
 #include <ringlb/buf.h>
+#include <ringlb/cache.h>
 #include <ringlb/conn.h>
 #include <ringlb/log.h>
 #include <ringlb/proxy.h>
@@ -82,6 +83,7 @@ static int timers_from_config(struct rlb_worker *w)
     d[RLB_TIMER_UPSTREAM_CONNECT] = t->upstream_connect;
     d[RLB_TIMER_UPSTREAM_RESPONSE] = t->upstream_response;
     d[RLB_TIMER_LINGER] = 2000;
+    d[RLB_TIMER_CACHE_WAIT] = w->cfg->cache.lock_timeout_ms ? w->cfg->cache.lock_timeout_ms : 5000;
     for (uint32_t p = 0; p < w->cfg->num_pools; p++)
         d[RLB_TIMER_POOL_IDLE + p] = w->cfg->pools[p].keepalive_idle_timeout_ms;
     for (uint32_t l = 0; l < w->cfg->num_listeners; l++)
@@ -148,6 +150,16 @@ static int worker_setup(struct rlb_worker *w)
         rc = rlb_upstream_init(w);
     if (rc == 0)
         rc = rlb_proxy_init(w);
+    if (rc == 0 && cfg->cache.enabled) {
+        w->cache = aligned_alloc(RLB_CACHELINE, sizeof(*w->cache));
+        if (!w->cache || rlb_cache_init(w->cache, &cfg->cache, cfg->limits.max_headers, w->cache_purges) != 0) {
+            free(w->cache);
+            w->cache = NULL;
+            rc = -ENOMEM;
+        } else {
+            w->bufs.cache = w->cache;
+        }
+    }
     if (rc == 0 && rlb_tls_worker_init(w, w->start_msg, sizeof(w->start_msg)) != 0)
         return -EINVAL;
     /* Twice the slots: entries of connections gone since stay until the next pass. */
@@ -530,6 +542,8 @@ static bool loop_turn(struct rlb_worker *w, int64_t max_wait_ms)
         }
         io_uring_cq_advance(&w->ring, n);
         expire_timers(w);
+        if (w->cache)
+            rlb_proxy_cache_wake(w);
         rlb_upstream_adopt_health(w);
         const struct rlb_config *tls_next = atomic_exchange_explicit(&w->tls_reload, NULL, memory_order_acquire);
         if (tls_next != NULL)
@@ -611,6 +625,11 @@ static void worker_teardown(struct rlb_worker *w)
             close(w->listeners[i].fd);
     rlb_proxy_destroy(w);
     rlb_upstream_destroy(w);
+    if (w->cache) {
+        rlb_cache_destroy(w->cache);
+        free(w->cache);
+        w->cache = NULL;
+    }
     for (uint32_t i = 0; w->conns && i < w->slot_hwm; i++)
         rlb_tls_free(w, &w->conns[i]);
     rlb_tls_worker_destroy(w);

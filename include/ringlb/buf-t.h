@@ -52,6 +52,9 @@ struct rlb_bufs {
     uint32_t linear_size;
     int32_t *linear_next_free;
     int32_t linear_free;
+
+    /* Ids below RLB_BUF_NONE are stored cache entries sent by reference (see cache.h). */
+    struct rlb_cache *cache;
 };
 
 #define RLB_OUTQ_PIECES 64

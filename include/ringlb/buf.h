@@ -39,9 +39,15 @@ static inline bool rlb_buf_is_ring(const struct rlb_bufs *b, int32_t id)
     return (uint32_t)id < b->ring_ids;
 }
 
+struct rlb_cache;
+void rlb_cache_ext_ref(struct rlb_cache *c, int32_t id);
+
 static inline void rlb_buf_ref(struct rlb_bufs *b, int32_t id)
 {
-    b->refs[id]++;
+    if (id < RLB_BUF_NONE)
+        rlb_cache_ext_ref(b->cache, id);
+    else
+        b->refs[id]++;
 }
 
 /* Drops a reference; the last one gives a ring buffer back to the kernel

@@ -134,6 +134,7 @@ struct rlb_route_cfg {
     struct rlb_split_cfg *splits; /* when set, replaces <pool> */
     uint32_t num_splits;
     char *split_cookie;  /* cookie naming the variant; default "rlb_variant" */
+    bool cache_off;      /* "cache: false": this route never uses the cache */
     struct rlb_config_mark mark, path_mark, pool_mark, set_host_mark, server_mark, server_value_mark;
 };
 
@@ -211,6 +212,26 @@ struct rlb_buffers_cfg {
     uint32_t splice_min;   /* response bodies with at least this much left move by splice(2); 0: never; default 128 KiB */
 };
 
+/* The per-worker response cache (RFC 9111). */
+struct rlb_cache_cfg {
+    bool enabled;
+    uint64_t size;             /* memory budget per worker, bytes */
+    uint64_t max_object;       /* largest body stored; default 8 MiB (capped at size / 4) */
+    bool heuristic;            /* heuristic freshness for responses without an explicit one; default false */
+    uint32_t heuristic_percent; /* of the time since Last-Modified; default 10 */
+    uint32_t heuristic_max_s;  /* default 86400 */
+    bool key_host;             /* the Host is part of the key; default true */
+    uint8_t key_query;         /* enum rlb_cache_query; default full */
+    char **key_headers;        /* request headers added to the key */
+    uint32_t num_key_headers;
+    char *key_headers_joined;  /* "a, b": the form the Vary matcher takes */
+    bool status_header;        /* X-Cache and Cache-Status on responses; default true */
+    uint32_t lock_timeout_ms;  /* how long a request waits for a fetch of the same key in flight; default 5000 */
+    bool store_set_cookie;     /* responses with Set-Cookie are stored (and served with it); default false */
+    char *purge_token;         /* PURGE requests with "X-Purge-Token: <this>" from loopback; NULL: PURGE disabled */
+    struct rlb_config_mark mark;
+};
+
 struct rlb_config {
     char *source;              /* file name, "<command line>" or "<demo>" */
     uint32_t workers;          /* resolved count; 0 means auto (one per CPU in the affinity mask) */
@@ -225,6 +246,7 @@ struct rlb_config {
     uint32_t num_listeners;    /* 1..64 */
     struct rlb_pool_cfg *pools;
     uint32_t num_pools;
+    struct rlb_cache_cfg cache;
     struct rlb_vhost_cfg *vhosts; /* exact hosts first, then wildcards, then "*" */
     uint32_t num_vhosts;
     struct {                   /* where top-level values were written, for messages */
@@ -243,6 +265,7 @@ struct rlb_oneline_args {
     const char *tls_cert;  /* with tls_key: the listener terminates TLS */
     const char *tls_key;
     int ktls;              /* -1: default (on), 0 off, 1 on */
+    const char *cache;     /* "--cache SIZE": the cache with its defaults; NULL: none */
 };
 
 #endif

@@ -38,4 +38,8 @@ int rlb_duration_parse_ms(const char *text, uint32_t *out_ms);
 /* Parses "16384", "16k", "1m" (binary units). Returns 0 or -1. */
 int rlb_size_parse(const char *text, uint64_t *out);
 
+/* Turns the cache on with a budget of <size> bytes per worker and the defaults of every setting not yet set
+ * (the same for a file's cache section and --cache). */
+void rlb_cache_cfg_enable(struct rlb_cache_cfg *c, uint64_t size);
+
 #endif

@@ -15,6 +15,8 @@ struct rlb_req_emit {
     struct rlb_str proto;       /* "http" */
     struct rlb_str default_host; /* sent when the client gave no Host (HTTP/1.0) */
     bool upstream_keepalive;
+    bool drop_conditionals;       /* a cache fetch: the client's If-None-Match/If-Modified-Since stay behind */
+    struct rlb_str extra_lines;   /* whole field lines of ours (the cache's validators), copied; may be empty */
 };
 
 enum rlb_resp_framing {

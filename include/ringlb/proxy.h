@@ -31,6 +31,8 @@ void rlb_proxy_tls_failed(struct rlb_worker *w, struct rlb_conn *c);
 
 /* Graceful stop: idle connections close now, busy ones after their response. */
 void rlb_proxy_drain(struct rlb_worker *w);
+/* Serves the clients whose wait for a cache fetch ended during this loop turn. */
+void rlb_proxy_cache_wake(struct rlb_worker *w);
 /* Drain deadline passed: everything closes now. */
 void rlb_proxy_abort_all(struct rlb_worker *w);
 

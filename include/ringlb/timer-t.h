@@ -16,6 +16,7 @@ enum rlb_timer_kind {
     RLB_TIMER_UPSTREAM_CONNECT,
     RLB_TIMER_UPSTREAM_RESPONSE,
     RLB_TIMER_LINGER,
+    RLB_TIMER_CACHE_WAIT, /* waiting for another request's fetch of the same key */
     RLB_TIMER_POOL_IDLE, /* pool p uses list RLB_TIMER_POOL_IDLE + p: each pool has its own duration */
     /* Not a list of its own: TLS listener l uses list RLB_TIMER_POOL_IDLE + num_pools + l. */
     RLB_TIMER_TLS_HANDSHAKE = 0xffff,

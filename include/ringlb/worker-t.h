@@ -9,6 +9,8 @@
 #include <stdatomic.h>
 
 #include <ringlb/buf-t.h>
+#include <ringlb/cache-t.h>
+#include <ringlb/cache_policy.h>
 #include <ringlb/config-t.h>
 #include <ringlb/http1-t.h>
 #include <ringlb/lb-t.h>
@@ -52,6 +54,7 @@ enum rlb_upstream_state {
 #define RLB_CF_INFLIGHT 0x0400        /* upstream: counted in its backend's in-flight requests */
 #define RLB_CF_SPLICE 0x0800          /* upstream: the response body moves by splice(2); no recv posted */
 #define RLB_CF_POLL_ARMED 0x1000      /* a poll for splice readiness is posted */
+#define RLB_CF_CACHE_NOWAIT 0x2000    /* client: its wait for a cache fetch timed out; the request goes to the origin alone */
 
 enum rlb_resp_state {
     RLB_RS_HEAD = 0,
@@ -71,6 +74,7 @@ enum rlb_resp_state {
 #define RLB_TF_SET_VARIANT 0x0100    /* A/B split: tell the client its variant with a cookie */
 #define RLB_TF_RECONNECTED 0x0200    /* resent once on a fresh connection after a pooled one was found closed */
 #define RLB_TF_CLIENT_SAID_CLOSE 0x0400 /* the client itself ended the connection with this request */
+#define RLB_TF_CACHE_BYPASS 0x0800   /* a cached route's request the cache cannot serve (method, Range, body) */
 
 #define RLB_TXN_MAX_TRIES RLB_RETRY_MAX_TRIES
 
@@ -107,7 +111,34 @@ struct rlb_txn {
     const char *replay_head;
     uint32_t replay_len;
 
+    struct rlb_cache_txn *cache; /* the cache's part: a fetch to store, a wait, a stand-in; NULL otherwise */
+
     struct rlb_txn *next_free;
+};
+
+/* X-Cache labels */
+enum rlb_cache_label {
+    RLB_XCACHE_NONE = 0,
+    RLB_XCACHE_HIT,
+    RLB_XCACHE_MISS,
+    RLB_XCACHE_STALE,
+    RLB_XCACHE_REVALIDATED,
+    RLB_XCACHE_BYPASS,
+};
+
+/* What the cache keeps about a request it did not answer at once. From a per-worker free list. */
+struct rlb_cache_txn {
+    struct rlb_cache_entry *fill;  /* the fetch this request makes for the cache (FILLING), or NULL */
+    struct rlb_cache_entry *wait;  /* the fetch this request waits for, or NULL */
+    struct rlb_cache_entry *stale; /* a stored response allowed to stand in for an error (referenced), or NULL */
+    bool storing;                  /* the response body is being copied into <fill> */
+    uint8_t label;                 /* enum rlb_cache_label of the forwarded response */
+    struct rlb_cc req_cc;
+    char *inval;                   /* unsafe method: the primary key to invalidate on success, and its host */
+    uint32_t inval_len;
+    uint32_t inval_host_len;
+    int64_t request_time;
+    struct rlb_cache_txn *next_free;
 };
 
 struct rlb_conn {
@@ -191,6 +222,16 @@ struct rlb_worker_stats {
     uint64_t ktls_tx;               /* connections whose sending the kernel took over */
     uint64_t ktls_rx;               /* ... and receiving */
     uint64_t ktls_fallbacks;        /* connections kept in userspace because the kernel refused */
+    uint64_t cache_hits;            /* answered from the cache (fresh, or stale as the request allowed) */
+    uint64_t cache_misses;          /* cacheable requests sent to the origin */
+    uint64_t cache_stale;           /* stale responses served (stale-while-revalidate, stale-if-error, max-stale) */
+    uint64_t cache_revalidated;     /* stored responses the origin confirmed with 304 */
+    uint64_t cache_stored;          /* responses stored */
+    uint64_t cache_collapsed;       /* requests that waited for another's fetch instead of making their own */
+    uint64_t cache_bypass;          /* requests on cached routes the cache cannot serve */
+    uint64_t cache_purged;          /* entries purged or invalidated */
+    uint64_t cache_bytes;           /* memory in use now (a gauge) */
+    uint64_t cache_objects;         /* stored responses now (a gauge) */
 };
 
 struct rlb_listener_sock {
@@ -222,6 +263,9 @@ struct rlb_worker {
     struct rlb_txn *txn_free;
     struct rlb_timers timers;
     struct rlb_tls_worker *tls;        /* TLS contexts; NULL without TLS listeners or pools */
+    struct rlb_cache *cache;           /* NULL without a cache section */
+    struct rlb_cache_purges *cache_purges; /* process-wide purge log; NULL: purges stay on this worker */
+    struct rlb_cache_txn *cache_txn_free;
     const struct rlb_config *_Atomic tls_reload; /* new TLS material posted by the main thread (SIGHUP) */
 
     struct rlb_conn *conns;
