@@ -17,12 +17,14 @@ int rlb_cache_init(struct rlb_cache *c, const struct rlb_cache_cfg *cfg, uint32_
     c->buckets = calloc(INITIAL_BUCKETS, sizeof(*c->buckets));
     c->hdr_cap = max_headers;
     c->hdr = calloc(max_headers, sizeof(*c->hdr));
+    c->cap_wake = 64;
+    c->wake = malloc(c->cap_wake * sizeof(*c->wake));
     c->lru.lru_next = c->lru.lru_prev = &c->lru;
     c->free_handle = -1;
     c->purges = purges;
     if (purges)
         c->purge_seen = atomic_load_explicit(&purges->seq, memory_order_acquire);
-    if (!c->buckets || !c->hdr) {
+    if (!c->buckets || !c->hdr || !c->wake) {
         rlb_cache_destroy(c);
         return -1;
     }

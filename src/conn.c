@@ -222,7 +222,7 @@ void rlb_conn_flush(struct rlb_worker *w, struct rlb_conn *c)
     uint32_t n = rlb_outq_prepare_send(q, RLB_OUTQ_PIECES);
     struct io_uring_sqe *sqe = rlb_ring_sqe(&w->ring, &w->stats.ring);
     /* Send-zero-copy fails with EOPNOTSUPP on kernel TLS sockets. */
-    uint32_t zc_min = c->tls ? 0 : w->cfg->buffers.zerocopy_min;
+    uint32_t zc_min = c->tls || c->fd < 0 ? 0 : w->cfg->buffers.zerocopy_min;
     size_t bytes = 0;
     for (uint32_t i = 0; zc_min && i < n; i++) {
         const struct iovec *v = &q->iov[q->head + i];
@@ -235,7 +235,11 @@ void rlb_conn_flush(struct rlb_worker *w, struct rlb_conn *c)
         bytes += v->iov_len;
     }
     struct rlb_zc_hold *hold = NULL;
-    if (zc_min && bytes >= zc_min && (hold = rlb_zc_hold_inflight(&w->outqs, q, &w->bufs)) != NULL) {
+    if (c->fd < 0) {
+        /* A connection of ringlb's own (a background cache revalidation): its bytes go nowhere, but through
+         * the completion path of a send, so flow control works as for a client (see rlb_proxy_sent). */
+        io_uring_prep_nop(sqe);
+    } else if (zc_min && bytes >= zc_min && (hold = rlb_zc_hold_inflight(&w->outqs, q, &w->bufs)) != NULL) {
         /* Worth it only for large sends: each costs a second completion,
          * and its buffers stay pinned (by the hold) until the notification. */
         io_uring_prep_sendmsg_zc(sqe, c->fd, &q->msg, MSG_NOSIGNAL);

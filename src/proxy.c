@@ -381,6 +381,8 @@ void rlb_proxy_sent(struct rlb_worker *w, struct rlb_conn *c, int res)
         return;
     }
     if (c->outq) { /* NULL after a TLS send of BoringSSL's own records */
+        if (c->fd < 0) /* the "send" of a connection of our own was a no-op: all of it counts as sent */
+            res = (int)rlb_outq_inflight_bytes(c->outq);
         rlb_outq_sent(c->outq, &w->bufs, (size_t)res);
         if (rlb_outq_pending(c->outq)) {
             rlb_conn_flush(w, c);

@@ -269,6 +269,35 @@ static bool unsafe_invalidation(struct rlb_worker *w, struct rlb_txn *t, const c
     return true;
 }
 
+/* stale-while-revalidate (RFC 5861 3): the stale answer goes out at once, and a client of our own, without a
+ * socket, sends this request again through the whole path, forced to revalidate. Its response is stored (or
+ * refreshes the entry) and goes nowhere else. Started from the wake list, not inside this request. */
+static void revalidate_in_background(struct rlb_worker *w, const struct rlb_conn *c, const struct rlb_http_request *req)
+{
+    struct rlb_cache *cache = w->cache;
+    if (req->head_len > w->bufs.linear_size || cache->num_wake == cache->cap_wake)
+        return; /* then the next request after the window revalidates */
+    int32_t lin = rlb_linear_alloc(&w->bufs);
+    if (lin == RLB_BUF_NONE)
+        return;
+    struct rlb_conn *v = rlb_conn_alloc(w, RLB_CONN_CLIENT, -1);
+    if (!v) {
+        rlb_buf_unref(&w->bufs, lin);
+        return;
+    }
+    const char *head = rlb_buf_ptr(&w->bufs, c->inq_head) + w->bufs.segs[c->inq_head].off;
+    memcpy(rlb_buf_ptr(&w->bufs, lin), head, req->head_len);
+    w->bufs.segs[lin].off = 0;
+    w->bufs.segs[lin].len = req->head_len;
+    rlb_conn_inq_append(w, v, lin);
+    v->listener = c->listener;
+    memcpy(v->ip, c->ip, sizeof(v->ip));
+    v->ip_len = c->ip_len;
+    v->state = RLB_CS_HEAD;
+    v->flags |= RLB_CF_EOF | RLB_CF_CACHE_REVALIDATE; /* nothing more will come from it */
+    cache->wake[cache->num_wake++] = (uint64_t)rlb_conn_slot(w, v) << 32 | v->gen;
+}
+
 int rlb__proxy_cache_request(struct rlb_worker *w, struct rlb_conn *c, const struct rlb_http_request *req,
                              struct rlb_str host, struct rlb_str path)
 {
@@ -317,6 +346,15 @@ int rlb__proxy_cache_request(struct rlb_worker *w, struct rlb_conn *c, const str
             .swr = e->swr,
         };
         enum rlb_cache_use use = rlb_cache_usable(&f, &cc);
+        if (c->flags & RLB_CF_CACHE_REVALIDATE) {
+            if (found.filling) {
+                rlb__proxy_close_client(w, c, false); /* someone fetches it already */
+                return RLB_CACHE_SERVED;
+            }
+            use = RLB_USE_VALIDATE;
+        }
+        if (use == RLB_USE_SWR && !found.filling)
+            revalidate_in_background(w, c, req);
         if (use != RLB_USE_VALIDATE) {
             uint8_t label = use == RLB_USE_FRESH ? RLB_XCACHE_HIT : RLB_XCACHE_STALE;
             if (use == RLB_USE_FRESH)
@@ -328,8 +366,6 @@ int rlb__proxy_cache_request(struct rlb_worker *w, struct rlb_conn *c, const str
             rlb_conn_inq_consume(w, c, req->head_len);
             if (!queue_stored(w, c, e, label, &cd, now))
                 return RLB_CACHE_SERVED;
-            /* stale-while-revalidate: this answer is served, and the next request after it that finds no
-             * fetch in flight revalidates (a background fetch needs no client; see docs/cache.md). */
             finish_local(w, c);
             return RLB_CACHE_SERVED;
         }
@@ -910,10 +946,14 @@ void rlb_proxy_cache_wake(struct rlb_worker *w)
     while (cache->num_wake) {
         uint64_t v = cache->wake[--cache->num_wake];
         struct rlb_conn *c = &w->conns[v >> 32];
-        if (c->gen != (uint32_t)v || c->kind != RLB_CONN_CLIENT || c->state != RLB_CS_WAIT || !c->txn ||
-            !c->txn->cache || !c->txn->cache->wait)
+        if (c->gen != (uint32_t)v || c->kind != RLB_CONN_CLIENT)
             continue;
-        resume_waiter(w, c, false);
+        if ((c->flags & RLB_CF_CACHE_REVALIDATE) && c->state == RLB_CS_HEAD && !c->txn) {
+            w->stats.cache_background++;
+            rlb__proxy_client_process(w, c);
+        } else if (c->state == RLB_CS_WAIT && c->txn && c->txn->cache && c->txn->cache->wait) {
+            resume_waiter(w, c, false);
+        }
         rlb_conn_try_free(w, c);
     }
 }

@@ -86,7 +86,7 @@ static void log_stats(const struct rlb_worker *workers, uint32_t n, const char *
                  "upstream_retries=%llu retries_denied=%llu ejections=%llu failovers=%llu timeouts=%llu enobufs=%llu zc_sends=%llu splices=%llu shed=%llu ring_enters=%llu ring_sqes=%llu bytes_copied=%llu "
                  "tls_handshakes=%llu tls_resumed=%llu tls_handshake_failures=%llu ktls_tx=%llu ktls_rx=%llu ktls_fallbacks=%llu "
                  "cache_hits=%llu cache_misses=%llu cache_stale=%llu cache_revalidated=%llu cache_stored=%llu "
-                 "cache_collapsed=%llu cache_bypass=%llu cache_purged=%llu cache_bytes=%llu cache_objects=%llu",
+                 "cache_collapsed=%llu cache_background=%llu cache_bypass=%llu cache_purged=%llu cache_bytes=%llu cache_objects=%llu",
                  when, (unsigned long long)s.accepted, (unsigned long long)s.accept_errors, (unsigned long long)s.requests,
                  (unsigned long long)s.responses[1], (unsigned long long)s.responses[2],
                  (unsigned long long)s.responses[3], (unsigned long long)s.responses[4],
@@ -101,7 +101,7 @@ static void log_stats(const struct rlb_worker *workers, uint32_t n, const char *
                  (unsigned long long)s.ktls_tx, (unsigned long long)s.ktls_rx, (unsigned long long)s.ktls_fallbacks,
                  (unsigned long long)s.cache_hits, (unsigned long long)s.cache_misses,
                  (unsigned long long)s.cache_stale, (unsigned long long)s.cache_revalidated,
-                 (unsigned long long)s.cache_stored, (unsigned long long)s.cache_collapsed,
+                 (unsigned long long)s.cache_stored, (unsigned long long)s.cache_collapsed, (unsigned long long)s.cache_background,
                  (unsigned long long)s.cache_bypass, (unsigned long long)s.cache_purged,
                  (unsigned long long)s.cache_bytes, (unsigned long long)s.cache_objects);
 }

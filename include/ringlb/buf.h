@@ -109,6 +109,15 @@ void rlb_outq_commit(struct rlb_outq *q, size_t len);
  * and marks them in flight. Returns the number of pieces. */
 uint32_t rlb_outq_prepare_send(struct rlb_outq *q, uint32_t max_pieces);
 
+/* Bytes of the send in flight. */
+static inline size_t rlb_outq_inflight_bytes(const struct rlb_outq *q)
+{
+    size_t n = 0;
+    for (uint16_t i = q->head; i < q->head + q->inflight; i++)
+        n += q->iov[i].iov_len;
+    return n;
+}
+
 /* Accounts for <sent> bytes of the send in flight: drops references of
  * whole pieces, trims a partial one, ends the in-flight state. */
 void rlb_outq_sent(struct rlb_outq *q, struct rlb_bufs *b, size_t sent);

@@ -55,6 +55,7 @@ enum rlb_upstream_state {
 #define RLB_CF_SPLICE 0x0800          /* upstream: the response body moves by splice(2); no recv posted */
 #define RLB_CF_POLL_ARMED 0x1000      /* a poll for splice readiness is posted */
 #define RLB_CF_CACHE_NOWAIT 0x2000    /* client: its wait for a cache fetch timed out; the request goes to the origin alone */
+#define RLB_CF_CACHE_REVALIDATE 0x4000 /* a client of our own (no socket) revalidating a stale entry in the background */
 
 enum rlb_resp_state {
     RLB_RS_HEAD = 0,
@@ -228,6 +229,7 @@ struct rlb_worker_stats {
     uint64_t cache_revalidated;     /* stored responses the origin confirmed with 304 */
     uint64_t cache_stored;          /* responses stored */
     uint64_t cache_collapsed;       /* requests that waited for another's fetch instead of making their own */
+    uint64_t cache_background;      /* background revalidations (stale-while-revalidate) */
     uint64_t cache_bypass;          /* requests on cached routes the cache cannot serve */
     uint64_t cache_purged;          /* entries purged or invalidated */
     uint64_t cache_bytes;           /* memory in use now (a gauge) */
