@@ -266,6 +266,7 @@ static bool unsafe_invalidation(struct rlb_worker *w, struct rlb_txn *t, const c
     memcpy(ct->inval + key_len, host.ptr, host.len);
     ct->inval_len = (uint32_t)key_len;
     ct->inval_host_len = (uint32_t)host.len;
+    ct->label = RLB_XCACHE_BYPASS;
     return true;
 }
 
@@ -779,6 +780,12 @@ bool rlb__proxy_cache_stand_in(struct rlb_worker *w, struct rlb_conn *c)
     };
     if (!rlb_cache_stale_if_error(&f, &ct->req_cc, e->sie))
         return false;
+    if (c->state == RLB_CS_HEAD) {
+        /* No backend could even be asked: the head is still unread in the input, and with it whatever was
+         * pipelined behind; answer, then close, as for an error. */
+        rlb_conn_inq_clear(w, c);
+        t->flags |= RLB_TF_CLIENT_CLOSE;
+    }
     return serve_stale_entry(w, c, RLB_XCACHE_STALE);
 }
 
