@@ -20,6 +20,7 @@ int rlb_cache_init(struct rlb_cache *c, const struct rlb_cache_cfg *cfg, uint32_
     c->cap_wake = 64;
     c->wake = malloc(c->cap_wake * sizeof(*c->wake));
     c->lru.lru_next = c->lru.lru_prev = &c->lru;
+    c->zombies.lru_next = c->zombies.lru_prev = &c->zombies;
     c->free_handle = -1;
     c->purges = purges;
     if (purges)
@@ -33,6 +34,10 @@ int rlb_cache_init(struct rlb_cache *c, const struct rlb_cache_cfg *cfg, uint32_
 
 static void entry_free(struct rlb_cache *c, struct rlb_cache_entry *e)
 {
+    if (e->lru_next) { /* a zombie */
+        e->lru_prev->lru_next = e->lru_next;
+        e->lru_next->lru_prev = e->lru_prev;
+    }
     c->used -= e->charge;
     if (e->handle >= 0) {
         c->handles[e->handle] = (struct rlb_cache_entry *)(intptr_t)c->free_handle;
@@ -48,19 +53,18 @@ static void entry_free(struct rlb_cache *c, struct rlb_cache_entry *e)
 
 void rlb_cache_destroy(struct rlb_cache *c)
 {
+    /* Everything goes, referenced or not: the connections whose sends referred to entries are gone. */
     for (uint32_t b = 0; c->buckets && b <= c->mask; b++) {
         struct rlb_cache_entry *e = c->buckets[b];
         while (e) {
             struct rlb_cache_entry *next = e->hnext;
-            if (e->stale && --e->stale->refs == 0 && e->stale->state == RLB_CE_DEAD)
-                entry_free(c, e->stale);
-            e->state = RLB_CE_DEAD;
-            if (--e->refs == 0)
-                entry_free(c, e);
+            e->lru_next = NULL;
+            entry_free(c, e);
             e = next;
         }
     }
-    /* Entries still referenced by sends belong to connections torn down with the worker. */
+    while (c->zombies.lru_next && c->zombies.lru_next != &c->zombies)
+        entry_free(c, c->zombies.lru_next);
     free(c->buckets);
     free(c->handles);
     free(c->wake);
@@ -165,6 +169,17 @@ static void wake_waiters(struct rlb_cache *c, struct rlb_cache_entry *e)
     e->num_waiters = 0;
 }
 
+/* Out of the table: dead, freed now or, while sends still refer to it, with the last of them. */
+static void bury(struct rlb_cache *c, struct rlb_cache_entry *e)
+{
+    e->state = RLB_CE_DEAD;
+    e->lru_next = c->zombies.lru_next;
+    e->lru_prev = &c->zombies;
+    c->zombies.lru_next->lru_prev = e;
+    c->zombies.lru_next = e;
+    rlb_cache_unref(c, e); /* the table's */
+}
+
 void rlb_cache_remove(struct rlb_cache *c, struct rlb_cache_entry *e)
 {
     if (e->state == RLB_CE_DEAD)
@@ -174,8 +189,7 @@ void rlb_cache_remove(struct rlb_cache *c, struct rlb_cache_entry *e)
         lru_unlink(e);
         c->objects--;
     }
-    e->state = RLB_CE_DEAD;
-    rlb_cache_unref(c, e); /* the table's */
+    bury(c, e);
 }
 
 /* Evicts from the cold end until <need> more bytes fit. Entries being sent stay alive (and charged)
@@ -398,8 +412,7 @@ void rlb_cache_fill_abandon(struct rlb_cache *c, struct rlb_cache_entry *e)
         return;
     end_fetch(c, e);
     table_unlink(c, e);
-    e->state = RLB_CE_DEAD;
-    rlb_cache_unref(c, e);
+    bury(c, e);
 }
 
 bool rlb_cache_wait(struct rlb_cache *c, struct rlb_cache_entry *e, uint32_t slot, uint32_t gen)

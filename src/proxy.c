@@ -41,6 +41,11 @@ void rlb_proxy_destroy(struct rlb_worker *w)
         w->txn_free = t->next_free;
         free(t);
     }
+    while (w->cache_txn_free) {
+        struct rlb_cache_txn *ct = w->cache_txn_free;
+        w->cache_txn_free = ct->next_free;
+        free(ct);
+    }
 }
 
 struct rlb_str rlb__proxy_via_line(const struct rlb_worker *w)

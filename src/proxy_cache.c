@@ -198,7 +198,7 @@ static bool queue_stored(struct rlb_worker *w, struct rlb_conn *c, struct rlb_ca
 {
     struct rlb_txn *t = c->txn;
     struct rlb_outq *q = rlb_conn_outq(w, c);
-    if (!q || !rlb_outq_room(q, 4, 256)) {
+    if (!q || !rlb_outq_room(q, 5, 256)) {
         rlb__proxy_close_client(w, c, true);
         return false;
     }

@@ -18,7 +18,7 @@ enum rlb_cache_entry_state {
 /* One stored response (one variant of a key), or one fetch in progress. */
 struct rlb_cache_entry {
     struct rlb_cache_entry *hnext;    /* bucket chain */
-    struct rlb_cache_entry *lru_prev; /* READY only; most recently used at the list head */
+    struct rlb_cache_entry *lru_prev; /* READY: the LRU list, most recently used first; DEAD: the zombies */
     struct rlb_cache_entry *lru_next;
     uint64_t hash;                    /* of the primary key */
     uint32_t refs;                    /* the table's, sends in flight, a fetch revalidating it */
@@ -91,6 +91,7 @@ struct rlb_cache {
     uint32_t mask;
     uint32_t count;                 /* entries in the table, FILLING included */
     struct rlb_cache_entry lru;     /* sentinel of the READY list */
+    struct rlb_cache_entry zombies; /* sentinel of the DEAD entries still referenced by sends (same links) */
     uint64_t used;                  /* bytes charged, DEAD entries still referenced included */
     uint64_t objects;               /* READY entries */
 
