@@ -173,6 +173,29 @@ static int status_lines(char *out, size_t cap, uint8_t label, int64_t ttl, bool 
     }
 }
 
+static char *put_lit(char *p, const char *s)
+{
+    size_t n = strlen(s); /* of literals: folded by the compiler */
+    memcpy(p, s, n);
+    return p + n;
+}
+
+static char *put_i64(char *p, int64_t v)
+{
+    char tmp[24];
+    int n = 0;
+    uint64_t u = v < 0 ? (uint64_t)-v : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *p++ = '-';
+    while (n)
+        *p++ = tmp[--n];
+    return p;
+}
+
 /* Everything of a local answer is queued: keep-alive or close, as for a proxied response. Returns true when
  * the connection is ready for its next request. */
 static bool finish_local(struct rlb_worker *w, struct rlb_conn *c)
@@ -213,18 +236,31 @@ static bool queue_stored(struct rlb_worker *w, struct rlb_conn *c, struct rlb_ca
     else
         rlb_outq_push_buf(q, &w->bufs, id, e->head, e->head_len);
     int64_t age = rlb_cache_current_age(e->initial_age, e->response_time, now);
-    char *p = rlb_outq_reserve(q, 256);
-    int n = 0;
-    if (!nm)
-        n += snprintf(p + n, 256 - (size_t)n, "Content-Length: %llu\r\n", (unsigned long long)e->body_len);
-    n += snprintf(p + n, 256 - (size_t)n, "Age: %lld\r\n", (long long)age);
-    if (w->cfg->cache.status_header)
-        n += status_lines(p + n, 256 - (size_t)n, label, e->lifetime - age, false);
+    /* Written by hand: printf was a third of ringlb's own time per hit. */
+    char *start = rlb_outq_reserve(q, 256), *p = start;
+    if (!nm) {
+        p = put_lit(p, "Content-Length: ");
+        p = put_i64(p, (int64_t)e->body_len);
+        p = put_lit(p, "\r\n");
+    }
+    p = put_lit(p, "Age: ");
+    p = put_i64(p, age);
+    p = put_lit(p, "\r\n");
+    if (w->cfg->cache.status_header) {
+        if (label == RLB_XCACHE_HIT || label == RLB_XCACHE_STALE) {
+            p = put_lit(p, label == RLB_XCACHE_HIT ? "X-Cache: HIT\r\n" : "X-Cache: STALE\r\n");
+            p = put_lit(p, "Cache-Status: ringlb; hit; ttl=");
+            p = put_i64(p, e->lifetime - age);
+            p = put_lit(p, "\r\n");
+        } else {
+            p += status_lines(p, 128, label, e->lifetime - age, false);
+        }
+    }
     if (t->flags & RLB_TF_CLIENT_CLOSE)
-        n += snprintf(p + n, 256 - (size_t)n, "Connection: close\r\n");
+        p = put_lit(p, "Connection: close\r\n");
     else if (t->flags & RLB_TF_CLIENT_HTTP10)
-        n += snprintf(p + n, 256 - (size_t)n, "Connection: keep-alive\r\n");
-    rlb_outq_commit(q, (size_t)n);
+        p = put_lit(p, "Connection: keep-alive\r\n");
+    rlb_outq_commit(q, (size_t)(p - start));
     struct rlb_str via = rlb__proxy_via_line(w);
     rlb_outq_push_static(q, via.ptr, via.len);
     rlb_outq_push_static(q, "\r\n", 2);
