@@ -4,7 +4,13 @@
  *                      [--max-body BYTES]
  *
  * Every request gets "200 OK" with a body of the size named by the path
- * /size/<bytes> (0 for any other path), framed by Content-Length.  Keep-alive
+ * /size/<bytes> (0 for any other path), framed by Content-Length.  A query
+ * with max-age=<N> (e.g. /size/1024?max-age=3600, other query parameters
+ * allowed) makes the response cacheable: it then also carries
+ * "Cache-Control: public, max-age=N", an ETag and a Last-Modified (both
+ * fixed).  GET /bench-backend/stats is answered with the number of requests
+ * answered so far (all threads and ports, the stats requests themselves not
+ * counted): "requests=N cacheable=M\n".  Keep-alive
  * unless the client sends "Connection: close" or speaks HTTP/1.0 without
  * "Connection: keep-alive".  Pipelined requests are answered in order;
  * request bodies framed by Content-Length are read and discarded, and the
@@ -21,6 +27,7 @@
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -48,8 +55,11 @@ struct listener {
 struct resp {
     char hdr[HDR_MAX];
     size_t hlen;
+    const char *tail; /* static header lines after hdr (cacheable responses, stats), or NULL */
+    size_t tlen;
+    const char *body; /* g_body, or the stats text */
     size_t blen;
-    size_t off; /* bytes of hdr+body already written */
+    size_t off;       /* bytes of hdr+tail+body already written */
 };
 
 struct conn {
@@ -62,6 +72,7 @@ struct conn {
     bool pend;          /* a final response waits for the request body */
     bool pend_head, pend_close, pend_ka;
     size_t pend_blen;
+    long pend_max_age;
     unsigned qhead, qlen;
     struct resp q[RESPQ];
     char in[INBUF_SIZE];
@@ -69,6 +80,12 @@ struct conn {
 
 static const char *g_body;
 static size_t g_max_body = 16u << 20;
+/* requests answered with a final response (stats requests excluded), and the cacheable ones */
+static atomic_ulong g_requests, g_cacheable;
+/* the fixed validators of cacheable responses and the blank line that ends their head */
+static const char CACHE_TAIL[] = "ETag: \"bench-v1\"\r\n"
+                                 "Last-Modified: Thu, 01 Jan 2026 00:00:00 GMT\r\n\r\n";
+#define STATS_PATH "/bench-backend/stats"
 static int g_ports[MAX_PORTS];
 static int g_nports;
 
@@ -118,10 +135,14 @@ static bool value_has(const char *v, size_t n, const char *tok)
     return false;
 }
 
+/* max_age >= 0: a cacheable response (Cache-Control with that max-age, then CACHE_TAIL) */
 static void queue_response(struct conn *c, int status, size_t blen, bool head, bool close_conn,
-                           bool ka_header)
+                           bool ka_header, long max_age)
 {
     struct resp *r = &c->q[(c->qhead + c->qlen) % RESPQ];
+    r->tail = NULL;
+    r->tlen = 0;
+    r->body = g_body;
     if (status == 100) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         memcpy(r->hdr, cont, sizeof cont - 1);
@@ -133,13 +154,42 @@ static void queue_response(struct conn *c, int status, size_t blen, bool head, b
     }
     const char *reason = status == 200 ? "OK" : status == 400 ? "Bad Request"
                        : status == 431 ? "Request Header Fields Too Large" : "Not Implemented";
+    /* at most 17 + 23 + 40 + 38 + 24 + 42 = 184 bytes (max_age has at most 9 digits) */
     int n = snprintf(r->hdr, sizeof r->hdr,
                      "HTTP/1.1 %d %s\r\nServer: bench-backend\r\n"
-                     "Content-Type: application/octet-stream\r\nContent-Length: %zu\r\n%s\r\n",
+                     "Content-Type: application/octet-stream\r\nContent-Length: %zu\r\n%s%s",
                      status, reason, blen,
-                     close_conn ? "Connection: close\r\n" : ka_header ? "Connection: keep-alive\r\n" : "");
+                     close_conn ? "Connection: close\r\n" : ka_header ? "Connection: keep-alive\r\n" : "",
+                     max_age >= 0 ? "" : "\r\n");
+    if (max_age >= 0) {
+        n += snprintf(r->hdr + n, sizeof r->hdr - (size_t)n, "Cache-Control: public, max-age=%ld\r\n", max_age);
+        r->tail = CACHE_TAIL;
+        r->tlen = sizeof CACHE_TAIL - 1;
+    }
     r->hlen = (size_t)n;
     r->blen = head ? 0 : blen;
+    r->off = 0;
+    c->qlen++;
+}
+
+/* GET /bench-backend/stats: the counters, head and body in hdr */
+static void queue_stats(struct conn *c, bool head, bool close_conn, bool ka_header)
+{
+    struct resp *r = &c->q[(c->qhead + c->qlen) % RESPQ];
+    char body[64];
+    int bl = snprintf(body, sizeof body, "requests=%lu cacheable=%lu\n",
+                      atomic_load_explicit(&g_requests, memory_order_relaxed),
+                      atomic_load_explicit(&g_cacheable, memory_order_relaxed));
+    int n = snprintf(r->hdr, sizeof r->hdr,
+                     "HTTP/1.1 200 OK\r\nServer: bench-backend\r\nContent-Type: text/plain\r\n"
+                     "Cache-Control: no-store\r\nContent-Length: %d\r\n%s\r\n%s",
+                     bl, close_conn ? "Connection: close\r\n" : ka_header ? "Connection: keep-alive\r\n" : "",
+                     head ? "" : body);
+    r->hlen = (size_t)n < sizeof r->hdr ? (size_t)n : sizeof r->hdr - 1;
+    r->tail = NULL;
+    r->tlen = 0;
+    r->body = g_body;
+    r->blen = 0;
     r->off = 0;
     c->qlen++;
 }
@@ -153,7 +203,7 @@ static void handle_request(struct conn *c, const char *p, size_t hl)
     const char *sp1 = memchr(p, ' ', (size_t)(eol - p));
     const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1)) : NULL;
     if (!sp1 || !sp2 || eol - sp2 - 1 != 8 || memcmp(sp2 + 1, "HTTP/1.", 7) != 0) {
-        queue_response(c, 400, 0, false, true, false);
+        queue_response(c, 400, 0, false, true, false, -1);
         c->closing = true;
         return;
     }
@@ -174,11 +224,29 @@ static void handle_request(struct conn *c, const char *p, size_t hl)
         for (size_t i = 6; i < plen && path[i] >= '0' && path[i] <= '9'; i++)
             v = v * 10 + (uint64_t)(path[i] - '0');
         if (v > g_max_body) {
-            queue_response(c, 400, 0, head, true, false);
+            queue_response(c, 400, 0, head, true, false, -1);
             c->closing = true;
             return;
         }
         blen = (size_t)v;
+    }
+    /* query: max-age=<N> makes the response cacheable */
+    long max_age = -1;
+    const char *qm = memchr(path, '?', plen);
+    bool stats = (size_t)((qm ? qm : path + plen) - path) == sizeof STATS_PATH - 1 &&
+                 memcmp(path, STATS_PATH, sizeof STATS_PATH - 1) == 0;
+    if (qm) {
+        const char *q = qm + 1, *qe = path + plen;
+        while (q < qe) {
+            const char *amp = memchr(q, '&', (size_t)(qe - q));
+            const char *pe = amp ? amp : qe;
+            if (pe - q > 8 && memcmp(q, "max-age=", 8) == 0 && q[8] >= '0' && q[8] <= '9') {
+                max_age = 0;
+                for (const char *d = q + 8; d < pe && *d >= '0' && *d <= '9' && max_age < 100000000; d++)
+                    max_age = max_age * 10 + (*d - '0');
+            }
+            q = pe + 1;
+        }
     }
 
     /* headers */
@@ -211,13 +279,22 @@ static void handle_request(struct conn *c, const char *p, size_t hl)
         }
         h = he + 2;
     }
+    if (stats && !chunked && clen == 0) {
+        queue_stats(c, head, !keepalive, ka_header);
+        if (!keepalive)
+            c->closing = true;
+        return;
+    }
+    atomic_fetch_add_explicit(&g_requests, 1, memory_order_relaxed);
+    if (max_age >= 0)
+        atomic_fetch_add_explicit(&g_cacheable, 1, memory_order_relaxed);
     if (chunked) {
-        queue_response(c, 501, 0, head, true, false);
+        queue_response(c, 501, 0, head, true, false, -1);
         c->closing = true;
         return;
     }
     if (clen == 0) {
-        queue_response(c, 200, blen, head, !keepalive, ka_header);
+        queue_response(c, 200, blen, head, !keepalive, ka_header, max_age);
         if (!keepalive)
             c->closing = true;
         return;
@@ -225,13 +302,14 @@ static void handle_request(struct conn *c, const char *p, size_t hl)
     /* Answer only once the whole body is read: an early answer makes some
      * clients and proxies drop the connection (or stall). */
     if (expect100)
-        queue_response(c, 100, 0, false, false, false);
+        queue_response(c, 100, 0, false, false, false, -1);
     c->body_left = clen;
     c->pend = true;
     c->pend_blen = blen;
     c->pend_head = head;
     c->pend_close = !keepalive;
     c->pend_ka = ka_header;
+    c->pend_max_age = max_age;
 }
 
 static void finish_body(struct conn *c)
@@ -239,7 +317,7 @@ static void finish_body(struct conn *c)
     if (c->body_left || !c->pend)
         return;
     c->pend = false;
-    queue_response(c, 200, c->pend_blen, c->pend_head, c->pend_close, c->pend_ka);
+    queue_response(c, 200, c->pend_blen, c->pend_head, c->pend_close, c->pend_ka, c->pend_max_age);
     if (c->pend_close)
         c->closing = true;
 }
@@ -264,7 +342,7 @@ static void process_input(struct conn *c)
         const char *e = memmem(p, avail, "\r\n\r\n", 4);
         if (!e) {
             if (avail == INBUF_SIZE) { /* head larger than the buffer */
-                queue_response(c, 431, 0, false, true, false);
+                queue_response(c, 431, 0, false, true, false, -1);
                 c->closing = true;
                 pos = c->inlen;
             }
@@ -286,24 +364,23 @@ static void process_input(struct conn *c)
 static int flush_output(struct conn *c)
 {
     while (c->qlen) {
-        struct iovec iov[2 * RESPQ];
+        struct iovec iov[3 * RESPQ];
         int n = 0;
         for (unsigned i = 0; i < c->qlen; i++) {
             struct resp *r = &c->q[(c->qhead + i) % RESPQ];
-            if (r->off < r->hlen) {
-                iov[n].iov_base = r->hdr + r->off;
-                iov[n].iov_len = r->hlen - r->off;
-                n++;
-                if (r->blen) {
-                    iov[n].iov_base = (void *)g_body;
-                    iov[n].iov_len = r->blen;
-                    n++;
+            /* hdr, tail, body: skip what is already written */
+            const char *seg[3] = { r->hdr, r->tail, r->body };
+            size_t len[3] = { r->hlen, r->tlen, r->blen };
+            size_t skip = r->off;
+            for (int k = 0; k < 3; k++) {
+                if (skip >= len[k]) {
+                    skip -= len[k];
+                    continue;
                 }
-            } else {
-                size_t bo = r->off - r->hlen;
-                iov[n].iov_base = (void *)(g_body + bo);
-                iov[n].iov_len = r->blen - bo;
+                iov[n].iov_base = (void *)(seg[k] + skip);
+                iov[n].iov_len = len[k] - skip;
                 n++;
+                skip = 0;
             }
         }
         struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)n };
@@ -318,7 +395,7 @@ static int flush_output(struct conn *c)
         size_t left = (size_t)w;
         while (left && c->qlen) {
             struct resp *r = &c->q[c->qhead];
-            size_t rem = r->hlen + r->blen - r->off;
+            size_t rem = r->hlen + r->tlen + r->blen - r->off;
             if (left >= rem) {
                 left -= rem;
                 c->qhead = (c->qhead + 1) % RESPQ;
