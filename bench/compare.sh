@@ -9,6 +9,8 @@
 #   bench/compare.sh --scale              # adds 100 and 10,000-connection runs
 #   bench/compare.sh --scenarios ka-0,ka-1k --reps 5 --proxies ringlb,ringlb-lc,ringlb-p2c,ringlb-hash
 #                                         # ringlb's balancing algorithms against its round-robin row
+#   bench/compare.sh --scenarios cache --proxies ringlb,nginx,haproxy,varnish,nginx-return
+#                                         # response-cache hits: one cacheable URL, every row caching in memory
 #
 # See bench/README.md for the options, scenarios, columns and the fairness notes.
 set -euo pipefail
@@ -53,6 +55,11 @@ DISTURB_PCT=5
 QUICK=0
 SCALE=0
 TLS=0
+CACHE=0
+CACHE_MIN_HIT=0.99          # a cache row below this hit ratio in the measured window is flagged not-caching
+CACHE_MAX_AGE=3600
+CACHE_DIR_OPT=""
+VARNISH_CACHE_MEM=256m      # varnish -s malloc size in the cache scenarios
 OUT=""
 RINGLB_MAX_IDLE=""
 
@@ -61,6 +68,8 @@ QUICK_SCENARIOS="ka-0,ka-16k,ka-1m,close-0,ka-1k-c1000,upload-1m,openloop"
 SCALE_SCENARIOS="ka-1k-c1,ka-1k-c100,ka-1k-c1000,ka-1k-c10000"
 # `tls` in --scenarios (or --tls) stands for these; only ringlb, nginx and HAProxy have TLS rows
 TLS_SCENARIOS="tls-ka-0,tls-ka-256k,tls-hs-full,tls-hs-resume"
+# `cache` in --scenarios (or --cache) stands for these; rows ringlb, nginx, haproxy, varnish, nginx-return
+CACHE_SCENARIOS="cache-1k,cache-64k"
 
 usage() {
     cat <<EOF
@@ -68,15 +77,20 @@ usage: $0 [options]
   --quick                1 rep, 3 s, scenarios $QUICK_SCENARIOS
   --scale                add the connection-scaling runs ($SCALE_SCENARIOS)
   --tls                  add the TLS runs ($TLS_SCENARIOS)
+  --cache                add the response-cache runs ($CACHE_SCENARIOS)
   --scenarios LIST       comma list (default: $DEFAULT_SCENARIOS)
                          names: ka-SIZE[-cN], close-SIZE[-cN], upload-SIZE[-cN], openloop[-SIZE][-cN],
                          tls-ka-SIZE[-cN] (wrk over TLS), tls-hs-full|resume[-tls12][-cN] (handshakes/s,
-                         bench_tls_handshake; TLS 1.3 unless -tls12), and 'tls' for all four TLS runs
+                         bench_tls_handshake; TLS 1.3 unless -tls12), and 'tls' for all four TLS runs,
+                         cache-SIZE[-cN] (wrk keep-alive GETs of one URL the origin marks
+                         'Cache-Control: public, max-age=$CACHE_MAX_AGE': cache hits), and 'cache' for $CACHE_SCENARIOS
                          SIZE: bytes, or with k/m suffix (0, 1k, 16k, 256k, 1m); N: connections (default 64)
   --proxies LIST         rows, from ringlb,nginx,haproxy,envoy,caddy,h2o,varnish,relay,direct
                          (default: ringlb,nginx,haproxy, every installed one of envoy/caddy/h2o/varnish, relay, direct)
                          plus, on request only, ringlb-lc, ringlb-p2c, ringlb-hash: the ringlb row's config
                          with balance least_conn / p2c / hash (Maglev on the client address)
+                         and nginx-return (cache scenarios only: nginx answering the same bytes from
+                         memory, the floor; in the default list when a cache scenario runs)
   --proxy-cpus LIST      taskset list for the proxies; one worker per CPU   (default: $PROXY_CPUS)
   --load-cpus LIST       taskset list for the load generator + backends     (default: $LOAD_CPUS)
   --duration SECS        measured seconds per run                           (default: $DURATION)
@@ -88,7 +102,12 @@ usage: $0 [options]
   --disturb-pct P        'other on proxy cores' above P% of a core = disturbed (default: $DISTURB_PCT)
   --wrk-threads N        wrk (and bench_tls_handshake) threads (default: one per load CPU)
   --backend-threads N    bench_backend threads (default: one per load CPU)
-  --port-base N          proxies listen on N+1..N+9, ringlb-lc/-p2c/-hash on N+10..N+12 (default: $PORT_BASE)
+  --port-base N          proxies listen on N+1..N+9, ringlb-lc/-p2c/-hash on N+10..N+12, nginx-return on
+                         N+13 (default: $PORT_BASE)
+  --cache-dir DIR        memory-backed directory for nginx's proxy_cache and nginx-return's files
+                         (default: /dev/shm/ringlb-bench.PID, removed at exit)
+  --cache-min-hit R      cache rows with a lower hit ratio in the measured window are flagged
+                         not-caching (default: $CACHE_MIN_HIT)
   --configs-only         write the proxies' configs into --out and stop (bench/profile.sh uses them)
   --backend-ports A,B    the two backend ports                              (default: $BACKEND_PORT1,$BACKEND_PORT2)
   --ringlb-max-idle N    keepalive.max_idle (per backend per worker) of every ringlb row (default: K/2, K in
@@ -108,6 +127,9 @@ while [ $# -gt 0 ]; do
         --quick) QUICK=1; shift ;;
         --scale) SCALE=1; shift ;;
         --tls) TLS=1; shift ;;
+        --cache) CACHE=1; shift ;;
+        --cache-dir) CACHE_DIR_OPT=$2; shift 2 ;;
+        --cache-min-hit) CACHE_MIN_HIT=$2; shift 2 ;;
         --tls-handshake-bin) TLS_HS_BIN=$2; shift 2 ;;
         --ringlb) RINGLB=$2; shift 2 ;;
         --ringlb-max-idle) RINGLB_MAX_IDLE=$2; shift 2 ;;
@@ -144,12 +166,14 @@ else
 fi
 [ "$SCALE" = 1 ] && SCENARIOS="$SCENARIOS,$SCALE_SCENARIOS"
 [ "$TLS" = 1 ] && SCENARIOS="$SCENARIOS,$TLS_SCENARIOS"
+[ "$CACHE" = 1 ] && SCENARIOS="$SCENARIOS,$CACHE_SCENARIOS"
 
 is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
 for v in DURATION WARMUP REPS PORT_BASE BACKEND_PORT1 BACKEND_PORT2 MAX_RETRIES RATE_DEFAULT; do
     is_uint "${!v}" || die "$v must be a non-negative integer (got '${!v}')"
 done
 [[ $DISTURB_PCT =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--disturb-pct must be a number"
+[[ $CACHE_MIN_HIT =~ ^(0(\.[0-9]+)?|1(\.0*)?)$ ]] || die "--cache-min-hit must be a number from 0 to 1"
 [ -z "$RATE" ] || { is_uint "$RATE" && [ "$RATE" -ge 1 ]; } || die "--rate must be a positive integer"
 [ -z "$RINGLB_MAX_IDLE" ] || is_uint "$RINGLB_MAX_IDLE" || die "--ringlb-max-idle must be a non-negative integer"
 [ "$DURATION" -ge 1 ] && [ "$REPS" -ge 1 ] || die "duration and reps must be >= 1"
@@ -157,6 +181,7 @@ done
 PORT_RINGLB=$((PORT_BASE + 1)); PORT_NGINX=$((PORT_BASE + 2)); PORT_HAPROXY=$((PORT_BASE + 3))
 PORT_RELAY=$((PORT_BASE + 4)); PORT_ENVOY=$((PORT_BASE + 5)); PORT_CADDY=$((PORT_BASE + 6))
 PORT_H2O=$((PORT_BASE + 7)); PORT_VARNISH=$((PORT_BASE + 8)); PORT_VARNISH_ADMIN=$((PORT_BASE + 9))
+PORT_NGINX_RETURN=$((PORT_BASE + 13))
 # ringlb rows: the same binary and config, one balancing algorithm each (ringlb-* only on request)
 declare -A RINGLB_BALANCE=([ringlb]=round_robin [ringlb-lc]=least_conn [ringlb-p2c]=p2c [ringlb-hash]=hash)
 declare -A RINGLB_PORT=([ringlb]=$PORT_RINGLB [ringlb-lc]=$((PORT_BASE + 10)) [ringlb-p2c]=$((PORT_BASE + 11))
@@ -213,13 +238,15 @@ if [ -z "$PROXIES" ]; then
     [ -n "$H2O_BIN" ] && PROXIES+=",h2o"
     [ -n "$VARNISHD_BIN" ] && PROXIES+=",varnish"
     PROXIES+=",relay,direct"
+    # the cache scenarios' floor row, only when one of them runs
+    [[ ,$SCENARIOS, =~ ,cache(-[^,]*)?, ]] && PROXIES+=",nginx-return"
 fi
 IFS=, read -r -a PROXY_LIST <<<"$PROXIES"
 declare -A SKIP=()          # row -> reason it is skipped for the whole run
 for p in "${PROXY_LIST[@]}"; do
     case "$p" in
         ringlb|ringlb-lc|ringlb-p2c|ringlb-hash) [ -x "$RINGLB" ] || SKIP[$p]="binary '$RINGLB' not found" ;;
-        nginx) [ -x "$NGINX_BIN" ] || die "nginx not found at $NGINX_BIN (apt-get install -y nginx-light)" ;;
+        nginx|nginx-return) [ -x "$NGINX_BIN" ] || die "nginx not found at $NGINX_BIN (apt-get install -y nginx-light)" ;;
         haproxy) [ -x "$HAPROXY_BIN" ] || die "haproxy not found at $HAPROXY_BIN (apt-get install -y haproxy)" ;;
         envoy) [ -n "$ENVOY_BIN" ] || SKIP[$p]="envoy not installed" ;;
         caddy) [ -n "$CADDY_BIN" ] || SKIP[$p]="caddy not installed" ;;
@@ -241,8 +268,8 @@ NOFILE=$(ulimit -n)
 CONN_CAP=$(((NOFILE - 400) / 2))
 
 # --------------------------------------------------------------- scenarios
-# scen_parse NAME: sets S_KIND (ka|close|upload|openloop|tls-ka|tls-hs) S_SIZE S_CONNS S_REQ_CONNS S_PATH S_HDR,
-# S_TLS (1 for the TLS kinds), S_HS_MODE (full|resume) and S_TLS_VER (1.3|1.2) for tls-hs
+# scen_parse NAME: sets S_KIND (ka|close|upload|openloop|tls-ka|tls-hs|cache) S_SIZE S_CONNS S_REQ_CONNS S_PATH S_HDR,
+# S_TLS (1 for the TLS kinds), S_HS_MODE (full|resume) and S_TLS_VER (1.3|1.2) for tls-hs, S_CACHE (1 for cache)
 size_bytes() {
     case "$1" in
         *[kK]) echo $((${1%[kK]} * 1024)) ;;
@@ -252,7 +279,7 @@ size_bytes() {
 }
 scen_parse() {
     local n=$1 sz c
-    S_TLS=0; S_HS_MODE=""; S_TLS_VER=""
+    S_TLS=0; S_HS_MODE=""; S_TLS_VER=""; S_CACHE=0
     if [[ $n =~ ^(ka|close|upload)-([0-9]+[kKmM]?)(-c([0-9]+))?$ ]]; then
         S_KIND=${BASH_REMATCH[1]}; sz=${BASH_REMATCH[2]}; c=${BASH_REMATCH[4]:-64}
     elif [[ $n =~ ^openloop(-([0-9]+[kKmM]?))?(-c([0-9]+))?$ ]]; then
@@ -263,6 +290,9 @@ scen_parse() {
         # one small GET / per connection (bench_backend answers any other path with 0 bytes)
         S_KIND="tls-hs"; S_TLS=1; S_HS_MODE=${BASH_REMATCH[1]}; sz=0; c=${BASH_REMATCH[4]:-64}
         S_TLS_VER=1.3; [ -z "${BASH_REMATCH[2]}" ] || S_TLS_VER=1.2
+    elif [[ $n =~ ^cache-([0-9]+[kKmM]?)(-c([0-9]+))?$ ]]; then
+        # wrk keep-alive GETs of one URL whose response the origin marks cacheable
+        S_KIND=cache; S_CACHE=1; sz=${BASH_REMATCH[1]}; c=${BASH_REMATCH[3]:-64}
     else
         return 1
     fi
@@ -276,15 +306,18 @@ scen_parse() {
         upload) S_PATH=/size/0 ;;  # the body goes up, nothing comes back
         close) S_PATH=/size/$S_SIZE; S_HDR="Connection: close" ;;
         tls-hs) S_PATH=/ ;;
+        cache) S_PATH="/size/$S_SIZE?max-age=$CACHE_MAX_AGE" ;;  # bench_backend: Cache-Control: public, max-age=N
         *) S_PATH=/size/$S_SIZE ;;
     esac
     return 0
 }
 IFS=, read -r -a SCEN_IN <<<"$SCENARIOS"
-# expand the `tls` group name
+# expand the `tls` and `cache` group names
 SCEN_X=()
 for s in "${SCEN_IN[@]}"; do
-    if [ "$s" = tls ]; then IFS=, read -r -a tl <<<"$TLS_SCENARIOS"; SCEN_X+=("${tl[@]}"); else SCEN_X+=("$s"); fi
+    if [ "$s" = tls ]; then IFS=, read -r -a tl <<<"$TLS_SCENARIOS"; SCEN_X+=("${tl[@]}")
+    elif [ "$s" = cache ]; then IFS=, read -r -a tl <<<"$CACHE_SCENARIOS"; SCEN_X+=("${tl[@]}")
+    else SCEN_X+=("$s"); fi
 done
 SCEN_IN=("${SCEN_X[@]}")
 SCEN_LIST=()
@@ -293,6 +326,8 @@ OPENLOOP_SCENS=()
 MAXC=64
 HAVE_TLS=0                  # a TLS scenario is in the list
 HAVE_TLS_HS=0               # a tls-hs scenario is in the list
+HAVE_CACHE=0                # a cache scenario is in the list
+CACHE_SIZES=()              # their response sizes (nginx-return has one location per size)
 for s in "${SCEN_IN[@]}"; do
     [ -n "$s" ] || continue
     [ -z "${SEEN[$s]:-}" ] || continue
@@ -301,12 +336,26 @@ for s in "${SCEN_IN[@]}"; do
     [ "$S_CONNS" -gt "$MAXC" ] && MAXC=$S_CONNS
     [ "$S_TLS" = 0 ] || HAVE_TLS=1
     [ "$S_KIND" != tls-hs ] || HAVE_TLS_HS=1
+    if [ "$S_CACHE" = 1 ]; then
+        HAVE_CACHE=1
+        case " ${CACHE_SIZES[*]-} " in *" $S_SIZE "*) ;; *) CACHE_SIZES+=("$S_SIZE") ;; esac
+    fi
     [ "$S_CONNS" = "$S_REQ_CONNS" ] || log "NOTE $s: $S_REQ_CONNS connections capped to $S_CONNS (ulimit -n hard limit $NOFILE, 2 fds per proxied connection)"
     # open-loop runs go last in each repetition (their rate may depend on the others)
     if [ "$S_KIND" = openloop ]; then OPENLOOP_SCENS+=("$s"); else SCEN_LIST+=("$s"); fi
 done
 SCEN_LIST+=("${OPENLOOP_SCENS[@]+"${OPENLOOP_SCENS[@]}"}")
 [ ${#SCEN_LIST[@]} -gt 0 ] || die "no scenarios"
+
+# Which rows a scenario has. The cache scenarios run the rows that can cache (ringlb, nginx, HAProxy,
+# Varnish) and the nginx-return floor; nginx-return runs nowhere else. The others are left out of the
+# cache scenarios entirely (no CSV row): bench_relay and direct have no cache, and Envoy, Caddy, h2o
+# and the ringlb-lc/-p2c/-hash variants have no cache config here.
+has_cache_row() { case "$1" in ringlb|nginx|haproxy|varnish|nginx-return) return 0 ;; *) return 1 ;; esac; }
+applicable() { # applicable SCENARIO ROW
+    scen_parse "$1"
+    if [ "$S_CACHE" = 1 ]; then has_cache_row "$2"; else [ "$2" != nginx-return ]; fi
+}
 HAVE_OPENSSL=0
 command -v "$OPENSSL_BIN" >/dev/null && HAVE_OPENSSL=1
 [ "$HAVE_TLS" = 0 ] || [ "$HAVE_OPENSSL" = 1 ] ||
@@ -316,6 +365,7 @@ port_busy() { [ -n "$(ss -Htln "sport = :$1" 2>/dev/null)" ]; }
 EXTRA_PORTS=()              # the ports of the ringlb-* rows, checked only when they run
 for p in "${PROXY_LIST[@]}"; do
     [ "$p" = ringlb ] || ! is_ringlb "$p" || EXTRA_PORTS+=("${RINGLB_PORT[$p]}")
+    [ "$p" != nginx-return ] || [ "$HAVE_CACHE" = 0 ] || EXTRA_PORTS+=("$PORT_NGINX_RETURN")
 done
 for p in "$BACKEND_PORT1" "$BACKEND_PORT2" $(seq $((PORT_BASE + 1)) $((PORT_BASE + 9))) \
     "${EXTRA_PORTS[@]+"${EXTRA_PORTS[@]}"}"; do
@@ -330,6 +380,32 @@ OUT=$(cd "$OUT" && pwd)
 CSV="$OUT/runs.csv"
 TLS_DIR="$OUT/tls"
 CLK_TCK=$(getconf CLK_TCK)
+# Memory-backed directory for nginx's proxy_cache (a file cache: on tmpfs its files are page cache) and
+# nginx-return's bodies above nginx's 4,094-byte limit for a config string. Only created when a cache
+# scenario is in the list; removed at exit, except with --configs-only (the configs name it).
+CACHE_DIR_MADE=0
+if [ -n "$CACHE_DIR_OPT" ]; then
+    CACHE_DIR=$CACHE_DIR_OPT
+elif [ -d /dev/shm ] && [ -w /dev/shm ]; then
+    CACHE_DIR=/dev/shm/ringlb-bench.$$
+else
+    CACHE_DIR=$OUT/cache-tmp
+fi
+NGINX_CACHE_DIR=$CACHE_DIR/nginx-cache
+NGINX_RETURN_DIR=$CACHE_DIR/nginx-return
+NGINX_RETURN_LITERAL_MAX=4094   # longest string nginx's config parser takes in one token (measured, 1.22)
+if [ "$HAVE_CACHE" = 1 ]; then
+    if [ ! -d "$CACHE_DIR" ]; then
+        mkdir -p "$CACHE_DIR" || die "cannot create the cache directory $CACHE_DIR"
+        [ -n "$CACHE_DIR_OPT" ] || CACHE_DIR_MADE=1
+    fi
+    CACHE_DIR=$(cd "$CACHE_DIR" && pwd)
+    NGINX_CACHE_DIR=$CACHE_DIR/nginx-cache
+    NGINX_RETURN_DIR=$CACHE_DIR/nginx-return
+    CACHE_FS=$(stat -f -c %T "$CACHE_DIR" 2>/dev/null || echo unknown)
+    [ "$CACHE_FS" = tmpfs ] || [ "$CACHE_FS" = ramfs ] ||
+        log "WARNING: cache directory $CACHE_DIR is on $CACHE_FS, not tmpfs: nginx's cache is then not memory-backed"
+fi
 
 # Connection-dependent sizes, the same for every proxy: the biggest scenario sets them.
 KEEP=$MAXC                                   # idle upstream connections kept (per worker, both backends)
@@ -368,6 +444,10 @@ cleanup() {
     for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do
         stop_pid "${STARTED[$i]}"
     done
+    # the tmpfs directory this script made (never one given with --cache-dir; kept with --configs-only)
+    if [ "$CACHE_DIR_MADE" = 1 ] && [ "$CONFIGS_ONLY" = 0 ] && [[ $CACHE_DIR == /dev/shm/ringlb-bench.* ]]; then
+        rm -rf -- "$CACHE_DIR"
+    fi
     [ $rc -eq 0 ] || log "aborted (rc=$rc); partial results in $OUT"
     exit $rc
 }
@@ -511,10 +591,20 @@ wait_port_free() {
 # ------------------------------------------------------------ configs
 # Every proxy: the two backends, round-robin, upstream keep-alive (up to $KEEP idle
 # connections per worker), no access log, $WORKERS worker(s).
-write_ringlb_yaml() { # write_ringlb_yaml ROW [tls]: $OUT/ROW.yaml, or $OUT/ROW-tls.yaml: the same with a TLS listener;
+write_ringlb_yaml() { # write_ringlb_yaml ROW [tls|cache]: $OUT/ROW.yaml, or $OUT/ROW-tls.yaml: the same with a TLS
+                      # listener, or $OUT/ROW-cache.yaml: the same with the response cache;
                       # the ringlb rows differ in port and balance only
     local row=$1 tls=${2:-} hash_note="" max_idle=$RINGLB_MAX_IDLE idle_note=$RINGLB_IDLE_NOTE file=$OUT/$1.yaml tls_block=""
-    if [ "$tls" = tls ]; then
+    local cache_block=""
+    if [ "$tls" = cache ]; then
+        file=$OUT/$row-cache.yaml
+        # the agreed cache section: per-worker memory budget, largest object, X-Cache / Cache-Status headers
+        cache_block="
+cache:
+  size: 64m            # per worker
+  max_object: 8m
+  status_header: true  # X-Cache: HIT|MISS|... and Cache-Status (every cache row sends a status header)"
+    elif [ "$tls" = tls ]; then
         file=$OUT/$row-tls.yaml
         # the agreed listener format (docs/tls.md); protocols (TLS 1.2 + 1.3), session tickets (on) and
         # ciphers are ringlb's defaults; ktls: the kernel takes the records where it can, else userspace TLS
@@ -555,14 +645,34 @@ vhosts:
   - hosts: ["*"]
     routes:
       - path: /
-        pool: backends
+        pool: backends$cache_block
 EOF
 }
 # nginx_conf [tls], haproxy_cfg [tls]: the config on stdout; with "tls" the listener terminates TLS with
 # the run's certificate (TLS 1.2 + 1.3, session tickets on, each program's default ciphers, the client's
 # cipher preference), everything else identical.
 nginx_conf() {
-    local tls=${1:-} tls_lines=""
+    local tls=${1:-} tls_lines="" cache_http="" cache_loc=""
+    if [ "$tls" = cache ]; then
+        tls=""
+        # proxy_cache is a file cache: its directory is on tmpfs, so a hit reads the page cache.
+        # keys_zone in shared memory, the default key ($scheme$proxy_host$request_uri); the lock lets one
+        # request fill an entry while the others wait for it. sendfile and open_file_cache are nginx's
+        # cheapest way to send a cached file (measured: 64 KiB hits 16 instead of 23 CPU µs, 1 KiB even).
+        cache_http="
+    proxy_cache_path $NGINX_CACHE_DIR levels=1:2 keys_zone=bench:10m max_size=256m inactive=1h use_temp_path=off;"
+        cache_loc="
+            proxy_cache bench;
+            proxy_cache_valid 200 1h;
+            proxy_cache_lock on;
+            # the response head in one buffer, a 64 KiB body in memory (the cache file is written anyway)
+            proxy_buffer_size 16k;
+            proxy_buffers 8 16k;
+            sendfile on;
+            open_file_cache max=1000 inactive=60s;
+            open_file_cache_valid 60s;
+            add_header X-Cache \$upstream_cache_status always;"
+    fi
     [ -z "$tls" ] || tls_lines="
         ssl_certificate $TLS_DIR/cert.pem;
         ssl_certificate_key $TLS_DIR/key.pem;
@@ -596,7 +706,7 @@ http {
     keepalive_timeout 60s;
     # stream request bodies (the upload scenario) like the others instead of spooling to disk
     client_max_body_size 0;
-    proxy_request_buffering off;
+    proxy_request_buffering off;$cache_http
     upstream backends {
         server 127.0.0.1:$BACKEND_PORT1;
         server 127.0.0.1:$BACKEND_PORT2;
@@ -609,14 +719,106 @@ http {
         location / {
             proxy_pass http://backends;
             proxy_http_version 1.1;
-            proxy_set_header Connection "";
+            proxy_set_header Connection "";$cache_loc
         }
     }
 }
 EOF
 }
+# nginx_return_conf: the cache scenarios' floor. nginx answers GET /size/N (the query is ignored) with the
+# same status, similar headers and the same N bytes from memory: `return 200 "..."` for bodies up to
+# $NGINX_RETURN_LITERAL_MAX bytes (the longest string nginx's config parser takes); a longer body is a file on
+# tmpfs sent with sendfile through open_file_cache, nginx's cheapest in-memory way to send it (cheaper than
+# `return` with a string built from variables, which copies it per request: see bench/README.md).
+nginx_return_conf() {
+    local sz locs="" body
+    for sz in "${CACHE_SIZES[@]+"${CACHE_SIZES[@]}"}"; do
+        if [ "$sz" -le "$NGINX_RETURN_LITERAL_MAX" ]; then
+            body=$(head -c "$sz" /dev/zero | tr '\0' x)
+            locs+="
+        location = /size/$sz {
+            add_header Cache-Control \"public, max-age=$CACHE_MAX_AGE\";
+            add_header ETag '\"bench-v1\"';
+            add_header Last-Modified \"Thu, 01 Jan 2026 00:00:00 GMT\";
+            add_header X-Cache HIT;
+            return 200 \"$body\";
+        }"
+        else
+            # nginx sends its own ETag and Last-Modified (the file's mtime: the origin's date)
+            locs+="
+        location = /size/$sz {
+            root $NGINX_RETURN_DIR;
+            sendfile on;
+            open_file_cache max=1000 inactive=60s;
+            open_file_cache_valid 60s;
+            add_header Cache-Control \"public, max-age=$CACHE_MAX_AGE\";
+            add_header X-Cache HIT;
+        }"
+        fi
+    done
+    cat <<EOF
+# generated by bench/compare.sh: the cache scenarios' floor (no proxying, no cache: the bytes from memory)
+worker_processes $WORKERS;
+daemon off;
+master_process on;
+pid $OUT/nginx-return.pid;
+error_log $OUT/logs/nginx-return-error.log warn;
+worker_rlimit_nofile $NOFILE;
+events {
+    worker_connections $NGINX_WCONN;
+    use epoll;
+}
+http {
+    access_log off;
+    client_body_temp_path $OUT/nginx-tmp/body;
+    proxy_temp_path $OUT/nginx-tmp/proxy;
+    fastcgi_temp_path $OUT/nginx-tmp/fastcgi;
+    uwsgi_temp_path $OUT/nginx-tmp/uwsgi;
+    scgi_temp_path $OUT/nginx-tmp/scgi;
+    keepalive_requests 100000000;
+    keepalive_timeout 60s;
+    default_type application/octet-stream;
+    server {
+        listen 127.0.0.1:$PORT_NGINX_RETURN backlog=4096;$locs
+        # anything else (the readiness probe): an empty 200
+        location / {
+            return 200 "";
+        }
+    }
+}
+EOF
+}
+# nginx-return's bodies above the literal limit: files of N 'x' bytes (bench_backend's body) dated like the origin's
+write_nginx_return_files() {
+    local sz
+    mkdir -p "$NGINX_RETURN_DIR/size" && chmod 755 "$CACHE_DIR" "$NGINX_RETURN_DIR" "$NGINX_RETURN_DIR/size" || return 1
+    for sz in "${CACHE_SIZES[@]+"${CACHE_SIZES[@]}"}"; do
+        [ "$sz" -gt "$NGINX_RETURN_LITERAL_MAX" ] || continue
+        head -c "$sz" /dev/zero | tr '\0' x >"$NGINX_RETURN_DIR/size/$sz" || return 1
+        chmod 644 "$NGINX_RETURN_DIR/size/$sz"
+        touch -d '2026-01-01 00:00:00 UTC' "$NGINX_RETURN_DIR/size/$sz"
+    done
+}
 haproxy_cfg() {
-    local tls=${1:-} tls_global=""
+    local tls=${1:-} tls_global="" cache_sec="" cache_fe="" cache_be=""
+    if [ "$tls" = cache ]; then
+        tls=""
+        # HAProxy's cache lives in shared memory (total-max-size in MB); max-object-size like ringlb's
+        # max_object; max-age caps the origin's max-age (default 60 s). No lock: concurrent misses all go
+        # to the origin (the warm-up takes them).
+        cache_sec="
+cache bench
+    total-max-size 256
+    max-object-size 8388608
+    max-age $CACHE_MAX_AGE
+"
+        cache_fe="
+    http-response set-header X-Cache HIT if { res.cache_hit }
+    http-response set-header X-Cache MISS if !{ res.cache_hit }"
+        cache_be="
+    http-request cache-use bench
+    http-response cache-store bench"
+    fi
     # prefer-client-ciphers: HAProxy prefers its own order by default, nginx and ringlb the client's;
     # tickets are on by default, tune.ssl.cachesize (the TLS 1.2 session-ID cache) stays at its default
     [ -z "$tls" ] || tls_global="
@@ -640,13 +842,13 @@ defaults
     timeout client 60s
     timeout server 60s
     timeout http-keep-alive 60s
-
+$cache_sec
 frontend fe
-    bind 127.0.0.1:$PORT_HAPROXY${tls:+ ssl crt $TLS_DIR/haproxy.pem} backlog 4096
+    bind 127.0.0.1:$PORT_HAPROXY${tls:+ ssl crt $TLS_DIR/haproxy.pem} backlog 4096$cache_fe
     default_backend be
 
 backend be
-    balance roundrobin
+    balance roundrobin$cache_be
     server s1 127.0.0.1:$BACKEND_PORT1
     server s2 127.0.0.1:$BACKEND_PORT2
 EOF
@@ -669,6 +871,14 @@ write_configs() {
     done
     nginx_conf >"$OUT/nginx.conf"
     haproxy_cfg >"$OUT/haproxy.cfg"
+    # the cache scenarios' configs: each row's plain config plus its cache, and the nginx-return floor
+    write_ringlb_yaml ringlb cache
+    nginx_conf cache >"$OUT/nginx-cache.conf"
+    haproxy_cfg cache >"$OUT/haproxy-cache.cfg"
+    nginx_return_conf >"$OUT/nginx-return.conf"
+    if [ "$HAVE_CACHE" = 1 ]; then
+        write_nginx_return_files || die "cannot write nginx-return's files into $NGINX_RETURN_DIR"
+    fi
     # the TLS rows' configs (ringlb, nginx, HAProxy only) and their certificate
     if [ "$HAVE_OPENSSL" = 0 ]; then
         log "NOTE: openssl not found: no TLS certificate and configs written"
@@ -774,6 +984,30 @@ sub vcl_recv {
     return (pass);
 }
 EOF
+    cat >"$OUT/varnish-cache.vcl" <<EOF
+vcl 4.1;
+# generated by bench/compare.sh: the cache scenarios' Varnish. The built-in vcl_recv looks a GET up
+# in the cache (no Cookie or Authorization here); the origin's max-age sets the TTL. Objects in
+# memory (-s malloc,$VARNISH_CACHE_MEM). Run with -p thread_pools=$WORKERS; logs to shared memory only.
+import directors;
+backend b1 { .host = "127.0.0.1"; .port = "$BACKEND_PORT1"; }
+backend b2 { .host = "127.0.0.1"; .port = "$BACKEND_PORT2"; }
+sub vcl_init {
+    new rr = directors.round_robin();
+    rr.add_backend(b1);
+    rr.add_backend(b2);
+}
+sub vcl_recv {
+    set req.backend_hint = rr.backend();
+}
+sub vcl_deliver {
+    if (obj.hits > 0) {
+        set resp.http.X-Cache = "HIT";
+    } else {
+        set resp.http.X-Cache = "MISS";
+    }
+}
+EOF
     # wrk scripts: one parseable result line; the upload script also sets the POST body
     cat >"$OUT/report.lua" <<'EOF'
 -- generated by bench/compare.sh: print the run's figures in one parseable line
@@ -804,6 +1038,7 @@ RELAY_ARGS=(--listen "127.0.0.1:$PORT_RELAY" --backend "127.0.0.1:$BACKEND_PORT1
 
 write_configs
 if [ "$CONFIGS_ONLY" = 1 ]; then
+    [ "$HAVE_CACHE" = 0 ] || echo "cache scenarios: nginx's cache directory and nginx-return's files are in $CACHE_DIR (kept; remove it when done)"
     echo "configs written to $OUT"
     exit 0
 fi
@@ -828,6 +1063,13 @@ fi
     echo "nginx-tls:   taskset -c $PROXY_CPUS $NGINX_BIN -e $OUT/logs/nginx-error.log -c $OUT/nginx-tls.conf"
     echo "haproxy-tls: taskset -c $PROXY_CPUS $HAPROXY_BIN -db -f $OUT/haproxy-tls.cfg"
     echo "wrk (tls-ka): the wrk line above with https://127.0.0.1:PORT/size/N"
+    echo "# cache scenarios (rows ringlb, nginx, haproxy, varnish with their cache configs; nginx-return the floor):"
+    echo "ringlb-cache:  taskset -c $PROXY_CPUS $RINGLB -c $OUT/ringlb-cache.yaml"
+    echo "nginx-cache:   taskset -c $PROXY_CPUS $NGINX_BIN -e $OUT/logs/nginx-error.log -c $OUT/nginx-cache.conf   (cache dir $NGINX_CACHE_DIR, emptied before each run)"
+    echo "haproxy-cache: taskset -c $PROXY_CPUS $HAPROXY_BIN -db -f $OUT/haproxy-cache.cfg"
+    echo "varnish-cache: taskset -c $PROXY_CPUS ${VARNISHD_BIN:-varnishd} -F -n $OUT/varnish-work -a 127.0.0.1:$PORT_VARNISH -T 127.0.0.1:$PORT_VARNISH_ADMIN -f $OUT/varnish-cache.vcl -s malloc,$VARNISH_CACHE_MEM -p thread_pools=$WORKERS"
+    echo "nginx-return:  taskset -c $PROXY_CPUS $NGINX_BIN -e $OUT/logs/nginx-return-error.log -c $OUT/nginx-return.conf   (bodies above $NGINX_RETURN_LITERAL_MAX bytes: $NGINX_RETURN_DIR)"
+    echo "wrk (cache-SIZE): the wrk line above with http://127.0.0.1:PORT/size/SIZE?max-age=$CACHE_MAX_AGE; origin counter: curl http://127.0.0.1:$BACKEND_PORT1/bench-backend/stats"
     echo "tls-hs:  taskset -c $LOAD_CPUS $TLS_HS_BIN --host 127.0.0.1 --port PORT --concurrency C --duration S --mode full|resume --tls 1.3|1.2 --sni localhost --path / --threads $WRK_THREADS"
 } >"$OUT/cmdlines.txt"
 
@@ -861,6 +1103,31 @@ for p in "${PROXY_LIST[@]}"; do
         varnish) check_config varnish "$VARNISHD_BIN" -C -n "$OUT/varnish-work" -f "$OUT/varnish.vcl" ;;
     esac
 done
+# The cache scenarios run each cache row with its cache config; a rejected one skips that row's cache
+# scenarios only (ringlb before its cache lands: "unknown key cache"). nginx-return runs nowhere else.
+declare -A SKIP_CACHE=()
+check_cache_config() { # check_cache_config NAME CMD...
+    local name=$1; shift
+    if ! "$@" >"$OUT/logs/$name-cache-check.log" 2>&1; then
+        SKIP_CACHE[$name]="cache config rejected: $(grep -v '^\s*$' "$OUT/logs/$name-cache-check.log" | tail -n 2 | tr '\n",' '   ' | cut -c1-200)" || true
+        log "SKIP $name cache scenarios: ${SKIP_CACHE[$name]}"
+    fi
+}
+if [ "$HAVE_CACHE" = 1 ]; then
+    for p in "${PROXY_LIST[@]}"; do
+        [ -z "${SKIP[$p]:-}" ] || continue
+        case "$p" in
+            ringlb) check_cache_config ringlb "$RINGLB" -t -c "$OUT/ringlb-cache.yaml" ;;
+            nginx) check_cache_config nginx "$NGINX_BIN" -t -q -e "$OUT/logs/nginx-error.log" -c "$OUT/nginx-cache.conf" ;;
+            haproxy) check_cache_config haproxy "$HAPROXY_BIN" -c -q -f "$OUT/haproxy-cache.cfg" ;;
+            varnish) check_cache_config varnish "$VARNISHD_BIN" -C -n "$OUT/varnish-work" -f "$OUT/varnish-cache.vcl" ;;
+            nginx-return) check_cache_config nginx-return "$NGINX_BIN" -t -q -e "$OUT/logs/nginx-return-error.log" -c "$OUT/nginx-return.conf" ;;
+        esac
+    done
+    crows=""
+    for p in "${PROXY_LIST[@]}"; do ! has_cache_row "$p" || crows+="$p "; done
+    log "cache scenarios: rows ${crows:-none }(other rows are left out of them)"
+fi
 TLSHS_SKIP=""
 if [ "$HAVE_TLS" = 1 ]; then
     for p in "${PROXY_LIST[@]}"; do
@@ -885,6 +1152,16 @@ BACKEND_PID=$!
 STARTED+=("$BACKEND_PID")
 wait_ready "$BACKEND_PORT1" "$BACKEND_PID" bench_backend || die "backend did not start: $START_ERR (see $OUT/logs/backend.log)"
 wait_ready "$BACKEND_PORT2" "$BACKEND_PID" bench_backend || die "backend did not start: $START_ERR (see $OUT/logs/backend.log)"
+# origin_count: requests bench_backend has answered so far (both ports, every thread; its stats path)
+origin_count() {
+    curl -sS -m 2 "http://127.0.0.1:$BACKEND_PORT1/bench-backend/stats" 2>/dev/null |
+        awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^requests=[0-9]+$/) { sub("requests=", "", $i); print $i } }' || true
+}
+if [ "$HAVE_CACHE" = 1 ]; then
+    [ -n "$(origin_count)" ] || die "bench_backend at $BACKEND_BIN does not answer /bench-backend/stats (the cache scenarios count origin requests with it): rebuild it (ninja -C build bench/bench_backend)"
+    c=$(curl -sS -m 2 -D - -o /dev/null "http://127.0.0.1:$BACKEND_PORT1/size/1?max-age=$CACHE_MAX_AGE" 2>/dev/null | tr -d '\r' | grep -i '^cache-control:' || true)
+    [ -n "$c" ] || die "bench_backend at $BACKEND_BIN sends no Cache-Control for ?max-age=N: rebuild it (ninja -C build bench/bench_backend)"
+fi
 
 # ------------------------------------------------------------ probes: skip a tool that does not work
 OPENLOOP_SKIP=""
@@ -931,6 +1208,15 @@ fi
         echo "tls_hs_bin=$TLS_HS_BIN"
         echo "tls_hs_skip=$TLSHS_SKIP"
         for p in "${!SKIP_TLS[@]}"; do echo "tls_skip_$p=${SKIP_TLS[$p]}"; done
+    fi
+    if [ "$HAVE_CACHE" = 1 ]; then
+        echo "cache_dir=$CACHE_DIR"
+        echo "cache_dir_fs=$CACHE_FS"
+        echo "cache_max_age=$CACHE_MAX_AGE"
+        echo "cache_min_hit=$CACHE_MIN_HIT"
+        echo "varnish_cache_mem=$VARNISH_CACHE_MEM"
+        echo "nginx_return_literal_max=$NGINX_RETURN_LITERAL_MAX"
+        for p in "${!SKIP_CACHE[@]}"; do echo "cache_skip_$p=${SKIP_CACHE[$p]}"; done
     fi
     echo "max_retries=$MAX_RETRIES"
     echo "disturb_pct=$DISTURB_PCT"
@@ -988,6 +1274,7 @@ COLS=(rep scenario kind size_bytes connections proxy attempt status disturbed re
     other_procs_top ksoftirqd_proxy_cpus_pct steal_pct saturated
     ring_enters_per_req ring_sqes_per_req bytes_copied_per_req zc_sends_per_req ringlb_requests ringlb_counters
     tls_version tls_cipher tls_resumed tls_resumed_pct client_cpu_us_per_hs
+    hit_ratio origin_requests origin_requests_warmup cache_probe
     loadavg1 note)
 (IFS=,; echo "${COLS[*]}") >"$CSV"
 declare -A R=()
@@ -995,7 +1282,7 @@ emit_row() {
     local line="" c v
     for c in "${COLS[@]}"; do
         v=${R[$c]:-}
-        case "$c" in note|ringlb_counters|other_procs_top) v="\"${v//\"/\'}\"" ;; esac
+        case "$c" in note|ringlb_counters|other_procs_top|cache_probe) v="\"${v//\"/\'}\"" ;; esac
         line+="$v,"
     done
     echo "${line%,}" >>"$CSV"
@@ -1003,9 +1290,14 @@ emit_row() {
 
 PROXY_PID=""
 PORT=""
-start_proxy() { # start_proxy NAME TAG [tls] -> PROXY_PID, PORT; with tls: the row's TLS config (same port)
-    local name=$1 tag=$2 tls=${3:-} lf="$OUT/logs/$1-$2.log" sfx=""
-    [ -z "$tls" ] || sfx=-tls
+start_proxy() { # start_proxy NAME TAG [tls|cache] -> PROXY_PID, PORT; with tls/cache: the row's TLS/cache config (same port)
+    local name=$1 tag=$2 tls=${3:-} lf="$OUT/logs/$1-$2.log" sfx="" vcl="$OUT/varnish.vcl" vmem=64m
+    [ -z "$tls" ] || sfx=-$tls
+    if [ "$tls" = cache ]; then
+        vcl="$OUT/varnish-cache.vcl"; vmem=$VARNISH_CACHE_MEM
+        # every run starts with an empty cache: nginx would load the previous run's entries from its directory
+        [ "$name" != nginx ] || rm -rf -- "$NGINX_CACHE_DIR"
+    fi
     case "$name" in
         ringlb|ringlb-*) PORT=${RINGLB_PORT[$name]}
             taskset -c "$PROXY_CPUS" "$RINGLB" -c "$OUT/$name$sfx.yaml" >"$lf" 2>&1 & ;;
@@ -1023,15 +1315,19 @@ start_proxy() { # start_proxy NAME TAG [tls] -> PROXY_PID, PORT; with tls: the r
             taskset -c "$PROXY_CPUS" "$H2O_BIN" -c "$OUT/h2o.conf" >"$lf" 2>&1 & ;;
         varnish) PORT=$PORT_VARNISH
             taskset -c "$PROXY_CPUS" "$VARNISHD_BIN" -F -n "$OUT/varnish-work" -a "127.0.0.1:$PORT_VARNISH" \
-                -T "127.0.0.1:$PORT_VARNISH_ADMIN" -f "$OUT/varnish.vcl" -s malloc,64m \
+                -T "127.0.0.1:$PORT_VARNISH_ADMIN" -f "$vcl" -s "malloc,$vmem" \
                 -p "thread_pools=$WORKERS" >"$lf" 2>&1 & ;;
+        nginx-return) PORT=$PORT_NGINX_RETURN
+            taskset -c "$PROXY_CPUS" "$NGINX_BIN" -e "$OUT/logs/nginx-return-error.log" -c "$OUT/nginx-return.conf" >"$lf" 2>&1 & ;;
         relay) PORT=$PORT_RELAY
             taskset -c "$PROXY_CPUS" "$RELAY_BIN" "${RELAY_ARGS[@]}" >"$lf" 2>&1 & ;;
         direct) PORT=$BACKEND_PORT1; PROXY_PID=""; return 0 ;;
     esac
     PROXY_PID=$!
     STARTED+=("$PROXY_PID")
-    wait_ready "$PORT" "$PROXY_PID" "$name" "${tls:+https}"
+    local scheme=""
+    [ "$tls" != tls ] || scheme=https
+    wait_ready "$PORT" "$PROXY_PID" "$name" "$scheme"
 }
 stop_proxy() {
     [ -n "$PROXY_PID" ] || return 0
@@ -1139,6 +1435,38 @@ PYEOF
     log "open-loop rate: $OL_RATE req/s ($OL_RATE_SRC)"
 }
 
+# cache_verdict ROW TAG REQUESTS ORIGIN0 ORIGIN1: hit ratio and origin requests of the measured window into R[];
+# a cache row whose hit ratio is below --cache-min-hit (or whose origin count cannot be read) gets status
+# not-caching (left out of the medians, listed in the report), and a loud line in the log.
+cache_verdict() {
+    local px=$1 tag=$2 req=$3 o0=$4 o1=$5 why=""
+    if [ -z "$o0" ] || [ -z "$o1" ]; then
+        why="could not read the origin's request counter (bench_backend /bench-backend/stats)"
+    else
+        R[origin_requests]=$((o1 - o0))
+        if [ "$px" = nginx-return ]; then
+            # the floor proxies nothing: it must not have reached the origin at all
+            [ "${R[origin_requests]}" = 0 ] || why="nginx-return reached the origin ${R[origin_requests]} time(s)"
+        else
+            # origin requests still in flight at the window's edges can outnumber completed requests: clamp at 0
+            R[hit_ratio]=$(calc "${R[origin_requests]} >= $req ? 0 : 1 - ${R[origin_requests]} / $req" 6)
+            if awk -v h="${R[hit_ratio]}" -v m="$CACHE_MIN_HIT" 'BEGIN { exit !(h < m) }'; then
+                why="hit ratio ${R[hit_ratio]} < $CACHE_MIN_HIT: ${R[origin_requests]} of $req requests went to the origin"
+            fi
+            case "${R[cache_probe]:-}" in
+                *[Hh][Ii][Tt]*) ;;
+                "") R[note]="${R[note]:+${R[note]}; }the probe after the warm-up got no X-Cache header" ;;
+                *) R[note]="${R[note]:+${R[note]}; }the probe after the warm-up was not a hit (${R[cache_probe]})" ;;
+            esac
+        fi
+    fi
+    if [ -n "$why" ]; then
+        R[status]=not-caching
+        R[note]="NOT CACHING: $why${R[note]:+; ${R[note]}}"
+        log "FAIL $tag: *** $px IS NOT SERVING FROM ITS CACHE: $why ***"
+    fi
+}
+
 RUN_DISTURBED=0
 one_run() { # one_run REP SCENARIO PROXY ATTEMPT -> appends a row, sets RUN_DISTURBED
     local rep=$1 sc=$2 px=$3 attempt=$4 tag="r$1-$2-$3"
@@ -1167,12 +1495,19 @@ one_run() { # one_run REP SCENARIO PROXY ATTEMPT -> appends a row, sets RUN_DIST
             R[status]=skipped; R[note]=$TLSHS_SKIP; emit_row; return
         fi
     fi
+    local mode=$tls   # start_proxy's config: "", tls or cache
+    if [ "$S_CACHE" = 1 ]; then
+        mode=cache
+        if [ -n "${SKIP_CACHE[$px]:-}" ]; then
+            R[status]=skipped; R[note]=${SKIP_CACHE[$px]}; emit_row; return
+        fi
+    fi
     local lua="$OUT/report.lua"
     [ "$S_KIND" = upload ] && lua=$(write_upload_lua "$S_SIZE")
     [ "$S_KIND" = openloop ] && R[target_rate]=$OL_RATE
 
     START_RC=""
-    if ! start_proxy "$px" "$tag" "$tls"; then
+    if ! start_proxy "$px" "$tag" "$mode"; then
         local why
         why="$START_ERR; log: $(tail -n 3 "$OUT/logs/$px-$tag.log" 2>/dev/null | tr '\n",' '   ' | cut -c1-200)" || true
         stop_proxy
@@ -1181,10 +1516,14 @@ one_run() { # one_run REP SCENARIO PROXY ATTEMPT -> appends a row, sets RUN_DIST
             log "SKIP relay: ${SKIP[relay]}"
             R[status]=skipped; R[note]=${SKIP[relay]}; emit_row; return
         fi
-        log "FAIL $tag: $px failed to start${tls:+ with its TLS config}: $why"
-        R[status]=failed; R[note]="$px failed to start${tls:+ with its TLS config}: $why"; emit_row; return
+        local with=""
+        [ -z "$mode" ] || with=" with its ${mode/tls/TLS} config"
+        log "FAIL $tag: $px failed to start$with: $why"
+        R[status]=failed; R[note]="$px failed to start$with: $why"; emit_row; return
     fi
     local url="http${tls:+s}://127.0.0.1:$PORT$S_PATH" wfile="$OUT/logs/load-$tag.txt"
+    ORIGIN_BEFORE_WARMUP=""
+    [ "$S_CACHE" = 0 ] || ORIGIN_BEFORE_WARMUP=$(origin_count)
     if [ "$S_KIND" = tls-ka ]; then
         # what wrk (OpenSSL, default offer) negotiates with this row
         local pv; pv=$(tls_probe "$PORT")
@@ -1198,6 +1537,16 @@ one_run() { # one_run REP SCENARIO PROXY ATTEMPT -> appends a row, sets RUN_DIST
         else
             run_wrk "$WARMUP" "$url" "$S_HDR" "$lua" "$S_CONNS" "$OUT/logs/load-$tag-warmup.txt"
         fi
+    fi
+    # cache scenarios: what the row says about a request now (its X-Cache header), and the origin's counter
+    # right before the window; the warm-up filled the cache (origin_requests_warmup: the misses that did it)
+    local o0="" o1=""
+    if [ "$S_CACHE" = 1 ]; then
+        local o_pre=${ORIGIN_BEFORE_WARMUP:-}
+        R[cache_probe]=$(curl -sS -m 5 -D - -o /dev/null "$url" 2>/dev/null | tr -d '\r' |
+            awk -F': *' 'tolower($1) == "x-cache" || tolower($1) == "cache-status" { printf "%s%s: %s", (n++ ? "; " : ""), $1, $2 }' || true)
+        o0=$(origin_count)
+        [ -z "$o_pre" ] || [ -z "$o0" ] || R[origin_requests_warmup]=$((o0 - o_pre))
     fi
 
     local pids="" t0 t1 b0 b1 c0 c1 stats_ok=0
@@ -1234,6 +1583,7 @@ one_run() { # one_run REP SCENARIO PROXY ATTEMPT -> appends a row, sets RUN_DIST
         t1="0 0"; t0="0 0"
     fi
     is_ringlb "$px" && [ "$stats_ok" = 1 ] && { ringlb_stats "$OUT/logs/$px-$tag.log" || stats_ok=0; }
+    [ "$S_CACHE" = 0 ] || o1=$(origin_count)
     R[loadavg1]=$(cut -d' ' -f1 /proc/loadavg)
     R[proxy_cores_busy_pct]=$(busy_pct "$OUT/.stat0" "$OUT/.stat1" "$PROXY_CPU_SET")
     R[load_cores_busy_pct]=$(busy_pct "$OUT/.stat0" "$OUT/.stat1" "$LOAD_CPU_SET")
@@ -1317,6 +1667,9 @@ one_run() { # one_run REP SCENARIO PROXY ATTEMPT -> appends a row, sets RUN_DIST
     fi
     [ "$resume_fail" = 0 ] || R[status]=failed
     [ "$alive" = 1 ] || R[status]=proxy-died
+    if [ "$S_CACHE" = 1 ] && [ "${req:-0}" -gt 0 ]; then
+        cache_verdict "$px" "$tag" "$req" "$o0" "$o1"
+    fi
 
     # CPU: proxy tree, and load side (wrk/openloop via `times`, backend via /proc)
     local tu ts pcpu=0
@@ -1378,10 +1731,11 @@ one_run() { # one_run REP SCENARIO PROXY ATTEMPT -> appends a row, sets RUN_DIST
     fi
     [ "$RUN_DISTURBED" = 1 ] && [ "$attempt" -le "$MAX_RETRIES" ] && R[status]=retried
     emit_row
-    log "$(printf 'r%-2s %-14s %-8s %-9s rps=%-9s p99=%-7s cpu/req=%-8s errs=%-4s rss=%-7s proxy=%s%% load=%s%% other(proxy stat/procs, load)=%s %s%% sat=%s%s' \
+    log "$(printf 'r%-2s %-14s %-8s %-9s rps=%-9s p99=%-7s cpu/req=%-8s errs=%-4s rss=%-7s proxy=%s%% load=%s%% other(proxy stat/procs, load)=%s %s%% sat=%s%s%s' \
         "$rep" "$sc" "$px" "${R[status]}" "${R[rps]}" "${R[p99_us]}" "${R[cpu_us_per_req]:-}" "${R[errors]}" "${R[rss_kb]:-}" \
         "${R[proxy_cores_busy_pct]}" "${R[load_cores_busy_pct]}" "${R[other_on_proxy_cores_pct]}/${R[other_procs_on_proxy_cpus_pct]}" "${R[other_on_load_cores_pct]}" "${R[saturated]}" \
-        "${R[tls_resumed_pct]:+ resumed=${R[tls_resumed_pct]}%}${R[tls_cipher]:+ ${R[tls_version]}/${R[tls_cipher]}}")"
+        "${R[tls_resumed_pct]:+ resumed=${R[tls_resumed_pct]}%}${R[tls_cipher]:+ ${R[tls_version]}/${R[tls_cipher]}}" \
+        "${R[origin_requests]:+ origin=${R[origin_requests]}}${R[hit_ratio]:+ hit=${R[hit_ratio]}}")"
 }
 
 # ------------------------------------------------------------ main loop
@@ -1389,8 +1743,11 @@ one_run() { # one_run REP SCENARIO PROXY ATTEMPT -> appends a row, sets RUN_DIST
 # editing this file while a run is in progress cannot derail the run.
 {
 nrows=${#PROXY_LIST[@]}
-total=$((REPS * ${#SCEN_LIST[@]} * nrows))
-log "$total runs of ${DURATION}s (+${WARMUP}s warm-up): ${#SCEN_LIST[@]} scenario(s) x $nrows row(s) x $REPS rep(s) -> $OUT"
+total=0
+for sc in "${SCEN_LIST[@]}"; do
+    for px in "${PROXY_LIST[@]}"; do ! applicable "$sc" "$px" || total=$((total + REPS)); done
+done
+log "$total runs of ${DURATION}s (+${WARMUP}s warm-up): ${#SCEN_LIST[@]} scenario(s) x up to $nrows row(s) x $REPS rep(s) -> $OUT"
 T_START=$(date +%s)
 for ((rep = 1; rep <= REPS; rep++)); do
     for sc in "${SCEN_LIST[@]}"; do
@@ -1399,6 +1756,7 @@ for ((rep = 1; rep <= REPS; rep++)); do
         # rotate the row order each repetition so no row always runs first after a scenario change
         for ((i = 0; i < nrows; i++)); do
             px=${PROXY_LIST[$(((i + rep - 1) % nrows))]}
+            applicable "$sc" "$px" || continue
             for ((attempt = 1; attempt <= MAX_RETRIES + 1; attempt++)); do
                 one_run "$rep" "$sc" "$px" "$attempt"
                 [ "$RUN_DISTURBED" = 1 ] && [ "$attempt" -le "$MAX_RETRIES" ] || break

@@ -25,6 +25,10 @@ GOOD = ("ok", "errors")
 VARIANT_BALANCE = {"ringlb-lc": "least_conn", "ringlb-p2c": "p2c", "ringlb-hash": "hash"}
 VARIANTS = [p for p in proxies if p in VARIANT_BALANCE]
 PEERS = [p for p in proxies if p not in ("relay", "direct") and p not in VARIANT_BALANCE]
+# the cache scenarios' rows: the caching proxies and nginx-return, the floor (nginx serving the bytes from memory)
+CACHE_ROWS = ("ringlb", "nginx", "haproxy", "varnish", "nginx-return")
+CACHE_PEERS = ("nginx", "haproxy", "varnish")
+CACHE_FLOOR = "nginx-return"
 
 
 def num(r, k):
@@ -79,6 +83,10 @@ def scen_info(sc):
     elif kind == "tls-ka":
         d = (f"GET /size/{size} ({size_name(size)} response) over TLS (wrk, https), keep-alive, "
              f"{conns} connection(s)")
+    elif kind == "cache":
+        d = (f"GET /size/{size}?max-age={env.get('cache_max_age', '3600')} ({size_name(size)} response the origin "
+             f"marks `Cache-Control: public, max-age={env.get('cache_max_age', '3600')}`), one URL, keep-alive, "
+             f"{conns} connection(s): cache hits after the warm-up (**× floor** here: ÷ `nginx-return`)")
     elif kind == "tls-hs":
         mode, ver = tls_hs_mode(sc)
         d = (f"TLS handshakes, {'resumed (session ticket)' if mode == 'resume' else 'full'}, TLS {ver}: "
@@ -95,6 +103,17 @@ def tls_hs_mode(sc):
     """(mode, TLS version) of a tls-hs-MODE[-tls12][-cN] scenario name"""
     m = re.match(r"^tls-hs-(full|resume)(-tls12)?", sc)
     return (m.group(1), "1.2" if m.group(2) else "1.3") if m else ("?", "?")
+
+
+def scen_kind(sc):
+    return (scen_info(sc) or ("",))[0]
+
+
+def applicable(sc, px):
+    """the cache scenarios have the cache rows only; nginx-return runs in no other scenario"""
+    if scen_kind(sc) == "cache":
+        return px in CACHE_ROWS
+    return px != CACHE_FLOOR
 
 
 def saturation(good):
@@ -123,6 +142,12 @@ for sc in scenarios:
 
 
 def floor_ratio(sc, px):
+    if scen_kind(sc) == "cache":  # the cache scenarios' floor is nginx-return
+        if px == CACHE_FLOOR:
+            return "1.00"
+        f = M.get((sc, CACHE_FLOOR), {}).get("cpu_us_per_req")
+        c = M.get((sc, px), {}).get("cpu_us_per_req")
+        return f"{c / f:.2f}" if f and c is not None else "–"
     if px in ("relay", "direct"):
         return "n/a" if px == "direct" else "1.00"
     f = M.get((sc, "relay"), {}).get("cpu_us_per_req")
@@ -148,6 +173,31 @@ def paired_ratios(sc, px, key):
     return out_
 
 
+CACHE_MEDIAN_COLS = ("hit_ratio", "origin_requests", "origin_requests_warmup", "x_best_cache_peer_cpu")
+
+
+def cache_figures(sc, px):
+    """hit ratio and origin requests over a cache row's good runs: the ratio is 1 - Σ origin ÷ Σ requests of the
+    measured windows (None for the floor, which has no cache); also the per-run minimum"""
+    g = sel(sc, px)
+    if not g:
+        return None
+    req = sum(int(num(r, "requests") or 0) for r in g)
+    orig = [int(num(r, "origin_requests")) for r in g if num(r, "origin_requests") is not None]
+    warm = [int(num(r, "origin_requests_warmup")) for r in g if num(r, "origin_requests_warmup") is not None]
+    hr = vals(g, "hit_ratio")
+    return {"requests": req, "origin": sum(orig) if orig else None, "origin_warmup": sum(warm) if warm else None,
+            "hit_ratio": (1 - sum(orig) / req) if px != CACHE_FLOOR and orig and req else None,
+            "hit_min": min(hr) if hr else None, "n": len(g)}
+
+
+def best_cache_peer(sc):
+    """the cache peer (nginx, HAProxy, Varnish) with the lowest median CPU µs per hit in this scenario"""
+    c = {p: M[(sc, p)]["cpu_us_per_req"] for p in CACHE_PEERS
+         if (sc, p) in M and M[(sc, p)].get("cpu_us_per_req") is not None}
+    return min(c, key=c.get) if c else None
+
+
 with open(os.path.join(out, "medians.csv"), "w", newline="") as f:
     cols = ["scenario", "proxy", "n", "rps", "p50_us", "p90_us", "p99_us", "p999_us", "p9999_us", "errors",
             "cpu_us_per_req", "cpu_user_us_per_req", "cpu_sys_us_per_req", "x_floor", "rss_kb",
@@ -156,15 +206,28 @@ with open(os.path.join(out, "medians.csv"), "w", newline="") as f:
             "tls_resumed_pct", "client_cpu_us_per_hs"]
     if VARIANTS:  # ratios to the ringlb (round-robin) row, only in runs that have ringlb variant rows
         cols += ["x_ringlb_rps", "x_ringlb_cpu"]
+    HAVE_CACHE = any(scen_kind(sc) == "cache" for sc in scenarios)
+    if HAVE_CACHE:  # only in runs with cache scenarios
+        cols += ["hit_ratio", "origin_requests", "origin_requests_warmup", "x_best_cache_peer_cpu"]
     w = csv.writer(f)
     w.writerow(cols)
     for (sc, px), m in M.items():
         row = [sc, px] + [("" if m.get(c) is None else m.get(c)) if c != "x_floor" else floor_ratio(sc, px)
-                          for c in cols[2:] if not c.startswith("x_ringlb_")]
+                          for c in cols[2:] if not c.startswith("x_ringlb_") and c not in CACHE_MEDIAN_COLS]
         if VARIANTS:
             rr = [ringlb_ratio(sc, px, k) if px == "ringlb" or px in VARIANT_BALANCE else None
                   for k in ("rps", "cpu_us_per_req")]
             row += ["" if x is None else f"{x:.4f}" for x in rr]
+        if HAVE_CACHE:
+            cf = cache_figures(sc, px) if scen_kind(sc) == "cache" else None
+            if cf:
+                bp = best_cache_peer(sc)
+                x = (m["cpu_us_per_req"] / M[(sc, bp)]["cpu_us_per_req"]
+                     if bp and m.get("cpu_us_per_req") is not None and M[(sc, bp)]["cpu_us_per_req"] else None)
+                row += ["" if cf["hit_ratio"] is None else f"{cf['hit_ratio']:.6f}", cf["origin"], cf["origin_warmup"],
+                        "" if x is None else f"{x:.4f}"]
+            else:
+                row += ["", "", "", ""]
         w.writerow(row)
 
 # ------------------------------------------------------------------ charts
@@ -305,6 +368,8 @@ for sc in scenarios:
         L.append("| row | runs | req/s | p50 µs | p90 µs | p99 µs | p99.9 µs | errors | CPU µs/req | user | sys | × floor | RSS kB | proxy CPUs % | load CPUs % | other % p/P/l | sat |")
         L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for px in proxies:
+        if not applicable(sc, px):
+            continue
         allr = sel(sc, px, good=False)
         final = [r for r in allr if r["status"] != "retried"]
         g = sel(sc, px)
@@ -470,6 +535,103 @@ if tls_scens and TLS_ROWS:
             L.append(f"- {k[len('tls_skip_'):]}: TLS scenarios skipped: {v}")
     if env.get("tls_hs_skip"):
         L.append(f"- tls-hs scenarios skipped: {env['tls_hs_skip']}")
+    L.append("")
+
+# ------------------------------------------------------------------ cache
+cache_scens = [sc for sc in scenarios if scen_kind(sc) == "cache"]
+CROWS = [p for p in proxies if p in CACHE_ROWS]
+if cache_scens and CROWS:
+    L.append("## Cache: hits served from each row's cache, against the best cache peer and the nginx-return floor\n")
+    L.append("One URL whose origin response is cacheable (`Cache-Control: public, max-age="
+             f"{env.get('cache_max_age', '3600')}`, an ETag and a Last-Modified), fetched by wrk over kept-alive "
+             "connections; a fresh proxy per run with an empty in-memory cache, filled by the warm-up. Every row adds "
+             "an `X-Cache` header (ringlb also `Cache-Status`). **hits/s**: completed requests/s; **CPU µs/hit**: the "
+             "proxy's CPU in the measured window ÷ its requests (all of them hits at a hit ratio of 1); **hit ratio**: "
+             "1 − origin requests ÷ requests in the measured windows, from bench_backend's own counter read right "
+             "before and after each window; **origin (warm-up)**: the requests that reached the origin during the "
+             "warm-up (the misses that filled the cache; HAProxy has no lock, so concurrent first misses all go "
+             "through). **× best peer**: CPU µs/hit ÷ that of the cheapest of nginx, HAProxy, Varnish in the same "
+             "scenario (hits/s: ÷ the fastest); **× floor**: ÷ `nginx-return`'s, nginx answering the same bytes from "
+             "memory without proxying or caching. Targets for ringlb: CPU per hit ≤ 0.8 × the best peer, ≤ 1.1 × the "
+             "floor.\n")
+    bad_cache = [r for r in rows if r["scenario"] in cache_scens and r["status"] == "not-caching"]
+    if bad_cache:
+        L.append(f"**⚠ {len(bad_cache)} RUN(S) DID NOT SERVE FROM THE CACHE** (hit ratio below "
+                 f"{env.get('cache_min_hit', '0.99')} in the measured window, or the origin was not countable); they "
+                 "are left out of every figure here:\n")
+        for r in bad_cache:
+            L.append(f"- **rep {r['rep']} {r['scenario']} {r['proxy']}: {r.get('note', '')}**")
+        L.append("")
+    L.append("| scenario | row | runs | hits/s | CPU µs/hit | p50 µs | p99 µs | hit ratio | origin requests | origin (warm-up) "
+             "| CPU × best peer | CPU × floor | hits/s × best peer | sat |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    targets = []
+    for sc in cache_scens:
+        bp = best_cache_peer(sc)
+        bp_cpu = M[(sc, bp)]["cpu_us_per_req"] if bp else None
+        rp = {p: M[(sc, p)]["rps"] for p in CACHE_PEERS if (sc, p) in M and M[(sc, p)].get("rps")}
+        bp_rps = max(rp.values()) if rp else None
+        fl = M.get((sc, CACHE_FLOOR), {}).get("cpu_us_per_req")
+        for px in CROWS:
+            m = M.get((sc, px))
+            if not m:
+                st, note = row_state(sc, px)
+                if "not-caching" in st:
+                    st, note = f"**NOT CACHING** ({st})", note.replace("NOT CACHING: ", "", 1)
+                L.append(f"| {sc} | {px} | 0 | {st}{': ' + note if note else ''} |" + " |" * 10)
+                continue
+            cf = cache_figures(sc, px)
+            g = sel(sc, px)
+            cpu = m["cpu_us_per_req"]
+            xb = cpu / bp_cpu if bp_cpu and cpu is not None else None
+            xf = cpu / fl if fl and cpu is not None else None
+            xr = m["rps"] / bp_rps if bp_rps and m["rps"] is not None else None
+            if px == CACHE_FLOOR:
+                hr = "n/a (floor)"
+            elif cf["hit_ratio"] is None:
+                hr = "–"
+            else:
+                hr = f"{cf['hit_ratio']:.6f}" + (f" (min {cf['hit_min']:.6f})" if cf["n"] > 1 and cf["hit_min"] is not None else "")
+            L.append(f"| {sc} | {px}{' (best peer)' if px == bp else ''} | {m['n']} | "
+                     f"{fmt(m['rps'])}{spread(vals(g, 'rps'))} | {fmt(cpu, 2)}{spread(vals(g, 'cpu_us_per_req'), 2)} | "
+                     f"{fmt(m['p50_us'])} | {fmt(m['p99_us'])} | {hr} | {fmt(cf['origin'])} | {fmt(cf['origin_warmup'])} | "
+                     f"{fmt(xb, 2) if px != bp else '1.00'} | {fmt(xf, 2)} | {fmt(xr, 2)} | {m['saturated']} |")
+            if px == "ringlb":
+                t = []
+                if xb is not None:
+                    t.append(f"{xb:.2f} × {bp} ({'met' if xb <= 0.8 else 'MISSED'}: target ≤ 0.8)")
+                if xf is not None:
+                    t.append(f"{xf:.2f} × the floor ({'met' if xf <= 1.1 else 'MISSED'}: target ≤ 1.1)")
+                if t:
+                    targets.append(f"- {sc}: ringlb's CPU per hit {fmt(cpu, 2)} µs = " + ", ".join(t))
+    L.append("")
+    L += targets
+    for sc in cache_scens:
+        c = counters_sum(sc, "ringlb", ("requests", "cache_hits", "cache_misses"))
+        if c and c["requests"]:
+            L.append(f"- {sc}: ringlb's own counters over the windows: {c['cache_hits']:,} cache hits and "
+                     f"{c['cache_misses']:,} misses of {c['requests']:,} requests "
+                     f"({100 * c['cache_hits'] / c['requests']:.2f}% hits)")
+    probes = {}
+    for r in rows:
+        if r["scenario"] in cache_scens and r["status"] in GOOD and r.get("cache_probe"):
+            probes.setdefault(r["proxy"], set()).add(r["cache_probe"])
+    if probes:
+        L.append("- the row's status header on a request right after the warm-up: "
+                 + "; ".join(f"{px} `{' / '.join(sorted(v))}`" for px, v in probes.items()))
+    cdist = [r for r in rows if r["scenario"] in cache_scens and r["proxy"] in CROWS and r.get("disturbed") == "1"
+             and r["status"] in GOOD]
+    if cdist:
+        L.append(f"- **{len(cdist)} of the runs behind this table were disturbed** (other work on the proxy CPUs after "
+                 "the retries ran out; see *Disturbed runs*): hits/s are unreliable, CPU per hit less so")
+    for k, v in env.items():
+        if k.startswith("cache_skip_"):
+            L.append(f"- {k[len('cache_skip_'):]}: cache scenarios skipped: {v}")
+    if env.get("cache_dir"):
+        L.append(f"- nginx's proxy_cache and nginx-return's larger bodies: `{env['cache_dir']}` ({env.get('cache_dir_fs')}); "
+                 f"Varnish `-s malloc,{env.get('varnish_cache_mem', '256m')}`; nginx-return answers bodies up to "
+                 f"{env.get('nginx_return_literal_max', '4094')} bytes with `return 200 \"…\"`, longer ones from a tmpfs "
+                 "file with sendfile and open_file_cache")
     L.append("")
 
 # ringlb's balancing algorithms against its round-robin row
