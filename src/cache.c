@@ -130,15 +130,26 @@ static void table_insert(struct rlb_cache *c, struct rlb_cache_entry *e)
         uint32_t n = (c->mask + 1) * 2;
         struct rlb_cache_entry **nb = calloc(n, sizeof(*nb));
         if (nb) {
-            for (uint32_t b = 0; b <= c->mask; b++) {
+            /* Appended at the tails: each chain keeps its newest-first order, which lookups rely on. */
+            struct rlb_cache_entry ***tails = malloc(n * sizeof(*tails));
+            if (!tails) {
+                free(nb);
+                nb = NULL;
+            }
+            for (uint32_t b = 0; nb && b < n; b++)
+                tails[b] = &nb[b];
+            for (uint32_t b = 0; nb && b <= c->mask; b++) {
                 struct rlb_cache_entry *x = c->buckets[b];
                 while (x) {
                     struct rlb_cache_entry *next = x->hnext;
-                    x->hnext = nb[x->hash & (n - 1)];
-                    nb[x->hash & (n - 1)] = x;
+                    uint32_t nbk = (uint32_t)(x->hash & (n - 1));
+                    x->hnext = NULL;
+                    *tails[nbk] = x;
+                    tails[nbk] = &x->hnext;
                     x = next;
                 }
             }
+            free(tails);
             free(c->buckets);
             c->buckets = nb;
             c->mask = n - 1;
@@ -294,27 +305,22 @@ struct rlb_cache_entry *rlb_cache_fill_begin(struct rlb_cache *c, uint64_t hash,
 
 bool rlb_cache_set_meta(struct rlb_cache *c, struct rlb_cache_entry *e, char *meta, uint32_t size)
 {
-    /* The old block leaves first so a refresh of a big entry does not evict others for nothing. */
-    if (e->meta) {
-        free(e->meta);
-        e->charge -= e->meta_size;
-        c->used -= e->meta_size;
-    }
-    e->meta = NULL;
-    e->meta_size = 0;
+    /* The old block stays until the new one fits: on failure the entry must still point at valid bytes. */
+    uint32_t old = e->meta_size;
     if (e->state == RLB_CE_READY)
         lru_unlink(e); /* not its own victim */
-    bool ok = make_room(c, size);
+    bool ok = size <= old || make_room(c, size - old);
     if (e->state == RLB_CE_READY)
         lru_push(c, e);
     if (!ok) {
         free(meta);
         return false;
     }
+    free(e->meta);
     e->meta = meta;
     e->meta_size = size;
-    e->charge += size;
-    c->used += size;
+    e->charge += (uint64_t)size - old;
+    c->used += (uint64_t)size - old;
     return true;
 }
 

@@ -209,8 +209,15 @@ int64_t rlb_http_date_parse(const char *s, size_t len)
         if (!digits(d + 1, 2, &day) || (mon = month_index(d + 4)) < 0 || !digits(d + 8, 2, &year) ||
             !clock_of(d + 11, &h, &m, &sec))
             return -1;
-        /* RFC 9110 5.6.7: a two-digit year more than 50 years in the future is in the past century. */
-        year += year < 70 ? 2000 : 1900;
+        /* RFC 9110 5.6.7: a two-digit year more than 50 years in the future is the latest past year with
+         * those digits. */
+        time_t now = time(NULL);
+        struct tm nt;
+        gmtime_r(&now, &nt);
+        int this_year = nt.tm_year + 1900;
+        year += this_year - this_year % 100;
+        if (year > this_year + 50)
+            year -= 100;
         return to_epoch(year, mon, day, h, m, sec);
     }
     /* obsolete asctime: Sun Nov  6 08:49:37 1994 */

@@ -369,7 +369,8 @@ int rlb__proxy_cache_request(struct rlb_worker *w, struct rlb_conn *c, const str
     }
     struct rlb_cc cc;
     request_cc(&cc, req->headers, req->num_headers);
-    uint64_t hash = rlb_cache_hash(ident, (uint32_t)(key_len + (size_t)kh_len));
+    /* The primary key alone: invalidation and PURGE find every key-header variant through it. */
+    uint64_t hash = rlb_cache_hash(ident, (uint32_t)key_len);
     struct rlb_cache_found found;
     rlb_cache_lookup(w->cache, hash, ident, (uint32_t)key_len, (uint32_t)kh_len, req->headers, req->num_headers,
                      &found);
