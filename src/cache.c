@@ -230,7 +230,9 @@ static void apply_purges(struct rlb_cache *c)
     } else {
         for (uint64_t s = c->purge_seen; s < seq; s++) {
             const __typeof__(p->log[0]) *l = &p->log[s % RLB_CACHE_PURGE_LOG];
-            rlb_cache_invalidate(c, l->pattern, l->len, l->prefix);
+            uint32_t n = rlb_cache_invalidate(c, l->pattern, l->len, l->prefix);
+            if (c->purged)
+                *c->purged += n;
         }
     }
     pthread_mutex_unlock(&p->lock);

@@ -44,25 +44,27 @@ static struct rlb_cache_txn *ctxn_get(struct rlb_worker *w, struct rlb_txn *t)
     return ct;
 }
 
+static void update_gauges(struct rlb_worker *w)
+{
+    w->stats.cache_bytes = w->cache->used;
+    w->stats.cache_objects = w->cache->objects;
+}
+
 void rlb__proxy_cache_txn_end(struct rlb_worker *w, struct rlb_txn *t)
 {
     struct rlb_cache_txn *ct = t->cache;
     if (!ct)
         return;
-    if (ct->fill)
+    if (ct->fill) {
         rlb_cache_fill_abandon(w->cache, ct->fill); /* ended before its response did: waiters fetch for themselves */
+        update_gauges(w);
+    }
     if (ct->stale)
         rlb_cache_unref(w->cache, ct->stale);
     free(ct->inval);
     t->cache = NULL;
     ct->next_free = w->cache_txn_free;
     w->cache_txn_free = ct;
-}
-
-static void update_gauges(struct rlb_worker *w)
-{
-    w->stats.cache_bytes = w->cache->used;
-    w->stats.cache_objects = w->cache->objects;
 }
 
 /* The request's Cache-Control, with Pragma: no-cache standing for no-cache when Cache-Control is absent
@@ -238,7 +240,7 @@ static bool queue_stored(struct rlb_worker *w, struct rlb_conn *c, struct rlb_ca
     int64_t age = rlb_cache_current_age(e->initial_age, e->response_time, now);
     /* Written by hand: printf was a third of ringlb's own time per hit. */
     char *start = rlb_outq_reserve(q, 256), *p = start;
-    if (!nm) {
+    if (!nm && e->status != 204) { /* a 204 carries none (RFC 9110 8.6) */
         p = put_lit(p, "Content-Length: ");
         p = put_i64(p, (int64_t)e->body_len);
         p = put_lit(p, "\r\n");
@@ -877,16 +879,19 @@ int rlb__proxy_cache_response(struct rlb_worker *w, struct rlb_conn *c, struct r
         struct rlb_cache_entry *e = f->stale;
         bool fresh = refresh_stored(w, t, e, resp, nreq);
         release_upstream(w, u, t, resp, true);
-        ct->fill = NULL;
-        rlb_cache_fill_abandon(w->cache, f); /* waiters find the refreshed entry */
         if (!fresh) {
             rlb_cache_remove(w->cache, e);
-            update_gauges(w);
             /* The stored body is still the one the origin confirmed: serve it this once. */
         }
         w->stats.cache_revalidated++;
         rlb_timer_cancel(&w->timers, w->conns, slot(w, c));
-        if (queue_stored(w, c, e, RLB_XCACHE_REVALIDATED, &cd, wall_now()) && finish_local(w, c))
+        /* The client's validators point into the fetch's copy of the request: answer before it goes. */
+        if (!queue_stored(w, c, e, RLB_XCACHE_REVALIDATED, &cd, wall_now()))
+            return -1; /* the client was closed, and the fetch abandoned with its transaction */
+        ct->fill = NULL;
+        rlb_cache_fill_abandon(w->cache, f); /* waiters find the refreshed entry */
+        update_gauges(w);
+        if (finish_local(w, c))
             rlb__proxy_client_process(w, c);
         return -1;
     }
@@ -940,6 +945,7 @@ void rlb__proxy_cache_body(struct rlb_worker *w, struct rlb_txn *t, const char *
         return;
     if (!rlb_cache_fill_append(w->cache, ct->fill, p, len)) {
         rlb_log_debug("cache: abandoning an object past max_object or the budget");
+        release_waiters(w, ct->fill);
         ct->storing = false;
         rlb_cache_fill_abandon(w->cache, ct->fill);
         ct->fill = NULL;

@@ -151,13 +151,15 @@ static int worker_setup(struct rlb_worker *w)
     if (rc == 0)
         rc = rlb_proxy_init(w);
     if (rc == 0 && cfg->cache.enabled) {
-        w->cache = aligned_alloc(RLB_CACHELINE, sizeof(*w->cache));
+        /* aligned_alloc wants a multiple of the alignment. */
+        w->cache = aligned_alloc(RLB_CACHELINE, (sizeof(*w->cache) + RLB_CACHELINE - 1) & ~(size_t)(RLB_CACHELINE - 1));
         if (!w->cache || rlb_cache_init(w->cache, &cfg->cache, cfg->limits.max_headers, w->cache_purges) != 0) {
             free(w->cache);
             w->cache = NULL;
             rc = -ENOMEM;
         } else {
             w->bufs.cache = w->cache;
+            w->cache->purged = &w->stats.cache_purged;
         }
     }
     if (rc == 0 && rlb_tls_worker_init(w, w->start_msg, sizeof(w->start_msg)) != 0)

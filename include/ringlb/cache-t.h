@@ -102,6 +102,7 @@ struct rlb_cache {
 
     struct rlb_cache_purges *purges; /* NULL in tests without a process */
     uint64_t purge_seen;
+    uint64_t *purged;               /* the worker's counter of entries purged through the log; may be NULL */
 
     /* Waiting clients woken by a fetch that ended; run by the worker loop, not inside the event that ended it. */
     uint64_t *wake;
