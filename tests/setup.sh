@@ -8,7 +8,7 @@ packages=(
   build-essential meson ninja-build pkg-config
   liburing-dev libxxhash-dev libcriterion-dev libyaml-dev android-libboringssl-dev
   clang libclang-rt-14-dev
-  python3 curl wrk nginx-light haproxy gnuplot-nox procps
+  python3 curl wrk nginx-light haproxy varnish gnuplot-nox procps
   openssl qemu-system-x86 busybox-static xz-utils cpio kmod
 )
 missing=()
