@@ -53,6 +53,16 @@ struct rlb_str rlb__proxy_via_line(const struct rlb_worker *w)
     return (struct rlb_str){w->via_line, w->via_len};
 }
 
+size_t rlb__proxy_variant_cookie(const struct rlb_worker *w, const struct rlb_txn *t, char *out, size_t cap)
+{
+    if (!(t->flags & RLB_TF_SET_VARIANT))
+        return 0;
+    /* A month, so a returning shopper sees the same variant. */
+    int n = snprintf(out, cap, "Set-Cookie: %s=%s; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax\r\n",
+                     t->route->split_cookie, w->cfg->pools[t->route->splits[t->variant].pool].name);
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
 struct rlb_txn *rlb__proxy_txn_get(struct rlb_worker *w)
 {
     struct rlb_txn *t = w->txn_free;
@@ -404,6 +414,8 @@ void rlb_proxy_sent(struct rlb_worker *w, struct rlb_conn *c, int res)
         }
         if (p)
             rlb__proxy_upstream_process(w, p); /* room for more response bytes */
+        else if (c->state == RLB_CS_HEAD && c->inq_bytes)
+            rlb__proxy_client_process(w, c); /* pipelined requests held back by a full send queue */
     } else {
         if (!c->outq)
             upstream_sent_all(w, c);

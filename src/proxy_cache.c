@@ -223,7 +223,7 @@ static bool queue_stored(struct rlb_worker *w, struct rlb_conn *c, struct rlb_ca
 {
     struct rlb_txn *t = c->txn;
     struct rlb_outq *q = rlb_conn_outq(w, c);
-    if (!q || !rlb_outq_room(q, 5, 256)) {
+    if (!q || !rlb_outq_room(q, 5, (t->flags & RLB_TF_SET_VARIANT) ? 512 : 256)) {
         rlb__proxy_close_client(w, c, true);
         return false;
     }
@@ -263,6 +263,10 @@ static bool queue_stored(struct rlb_worker *w, struct rlb_conn *c, struct rlb_ca
     else if (t->flags & RLB_TF_CLIENT_HTTP10)
         p = put_lit(p, "Connection: keep-alive\r\n");
     rlb_outq_commit(q, (size_t)(p - start));
+    if (t->flags & RLB_TF_SET_VARIANT) {
+        char *cookie = rlb_outq_reserve(q, 256);
+        rlb_outq_commit(q, rlb__proxy_variant_cookie(w, t, cookie, 256));
+    }
     struct rlb_str via = rlb__proxy_via_line(w);
     rlb_outq_push_static(q, via.ptr, via.len);
     rlb_outq_push_static(q, "\r\n", 2);
@@ -368,6 +372,10 @@ int rlb__proxy_cache_request(struct rlb_worker *w, struct rlb_conn *c, const str
             w->stats.cache_bypass++;
             return RLB_CACHE_FORWARD;
         }
+    }
+    if (t->route->num_splits && key_len + (size_t)kh_len + 8 < sizeof(ident)) {
+        /* An A/B split's variants are different responses: each has its own entries. */
+        kh_len += snprintf(ident + key_len + kh_len, 8, "#%u\n", t->variant);
     }
     struct rlb_cc cc;
     request_cc(&cc, req->headers, req->num_headers);

@@ -31,6 +31,8 @@ enum { RLB_RELAY_CLIENT_GONE = -2, RLB_RELAY_BAD = -1, RLB_RELAY_MORE = 0, RLB_R
 /* proxy.c: shared by both sides */
 struct rlb_str rlb__proxy_via_line(const struct rlb_worker *w);
 struct rlb_txn *rlb__proxy_txn_get(struct rlb_worker *w);
+/* The A/B split's "Set-Cookie: ...\r\n" naming the variant, when this response must tell it; 0 bytes otherwise. */
+size_t rlb__proxy_variant_cookie(const struct rlb_worker *w, const struct rlb_txn *t, char *out, size_t cap);
 void rlb__proxy_txn_put(struct rlb_worker *w, struct rlb_conn *c);
 void rlb__proxy_release_replay(struct rlb_worker *w, struct rlb_txn *t);
 void rlb__proxy_unlink_pair(struct rlb_worker *w, struct rlb_conn *c);

@@ -293,13 +293,13 @@ static bool start_request(struct rlb_worker *w, struct rlb_conn *c, const struct
         rlb__proxy_send_error(w, c, 404);
         return false;
     }
-    if (rlb__proxy_cache_request(w, c, req, host, path) != RLB_CACHE_FORWARD)
-        return true;
     t->route_pool = t->route->pool;
     if (t->route->num_splits) {
         choose_variant(w, t, req);
         t->route_pool = t->route->splits[t->variant].pool;
     }
+    if (rlb__proxy_cache_request(w, c, req, host, path) != RLB_CACHE_FORWARD)
+        return true;
     uint32_t tier = rlb_upstream_tier(w, t->route_pool, UINT32_MAX);
     if (tier != t->route_pool && tier != UINT32_MAX)
         w->stats.failovers++;
@@ -464,6 +464,10 @@ void rlb__proxy_client_process(struct rlb_worker *w, struct rlb_conn *c)
     for (;;) {
         switch (c->state) {
         case RLB_CS_HEAD:
+            /* Pipelined requests answered here (cache hits) queue their responses at once: the next one
+             * waits for the send queue to drain (rlb_proxy_sent resumes it) rather than overflow it. */
+            if (c->outq && (!rlb_outq_room(c->outq, 8, 512) || c->outq->queued_bytes >= OUTQ_HIGH))
+                goto out;
             if (!read_request_head(w, c)) {
                 if (c->state == RLB_CS_HEAD && (c->flags & RLB_CF_EOF)) {
                     rlb__proxy_close_client(w, c, false);

@@ -158,14 +158,7 @@ static bool read_response_head(struct rlb_worker *w, struct rlb_conn *u, struct 
         t->flags |= RLB_TF_CLIENT_CLOSE;
     opt.client_close = (t->flags & RLB_TF_CLIENT_CLOSE) != 0;
     opt.client_keepalive10 = !opt.client_close && (t->flags & RLB_TF_CLIENT_HTTP10);
-    if (t->flags & RLB_TF_SET_VARIANT) {
-        /* A month, so a returning shopper sees the same variant. */
-        int n = snprintf(extra + extra_len, sizeof(extra) - extra_len,
-                         "Set-Cookie: %s=%s; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax\r\n", t->route->split_cookie,
-                         w->cfg->pools[t->route->splits[t->variant].pool].name);
-        if (n > 0 && (size_t)n < sizeof(extra) - extra_len)
-            extra_len += (size_t)n;
-    }
+    extra_len += rlb__proxy_variant_cookie(w, t, extra + extra_len, sizeof(extra) - extra_len);
     opt.extra_line = (struct rlb_str){extra, extra_len};
     if (rlb_http1_emit_response(q, &w->bufs, bid, head, &resp, &opt) < 0) {
         rlb__proxy_send_error(w, c, 502);

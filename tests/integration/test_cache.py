@@ -1644,6 +1644,36 @@ class KeyOptionsTest(CacheCase):
         self.assertHit(self.get("/k?a=1&b=2"), b"/k?a=1&b=2|None|1")
         self.assertEqual(o.count("/k"), 4)
 
+    def test_ab_split_variants_are_cached_apart(self):
+        """A/B split routes: each variant's responses are their own entries, and a hit still tells a new
+        client its variant."""
+        oa, ob = self.origin(), self.origin()
+        self.port = H.free_port()
+        cfg = H.basic_config(self.port, [oa.address], workers=1, cache={"size": "4m"})
+        cfg["pools"] = [{"name": "a", "backends": [oa.address]}, {"name": "b", "backends": [ob.address]}]
+        route = {"path": "/", "split": [{"pool": "a", "weight": 50}, {"pool": "b", "weight": 50}]}
+        cfg["vhosts"][0]["routes"] = [route]
+        self.proxy(cfg)
+        oa.set("/ab", lambda q: Reply(200, [("Cache-Control", "max-age=100")], "A%d" % q.n))
+        ob.set("/ab", lambda q: Reply(200, [("Cache-Control", "max-age=100")], "B%d" % q.n))
+        ca, cb = [("Cookie", "rlb_variant=a")], [("Cookie", "rlb_variant=b")]
+        self.assertEqual(self.get("/ab", ca).body, b"A1")
+        self.assertEqual(self.get("/ab", cb).body, b"B1")
+        self.assertHit(self.get("/ab", ca), b"A1")
+        self.assertHit(self.get("/ab", cb), b"B1")
+        self.assertEqual((oa.count("/ab"), ob.count("/ab")), (1, 1))
+        seen = set()
+        for _ in range(12):
+            r = self.get("/ab")
+            self.assertHit(r)
+            cookie = r.header("Set-Cookie") or ""
+            self.assertRegex(cookie, r"^rlb_variant=(a|b);", "a hit to a client without a variant names one")
+            variant = cookie.split(";")[0].split("=")[1]
+            self.assertEqual(r.body, b"A1" if variant == "a" else b"B1", "the body of the variant it names")
+            seen.add(variant)
+        self.assertEqual(seen, {"a", "b"})
+        self.assertEqual((oa.count("/ab"), ob.count("/ab")), (1, 1))
+
     def test_query_ignored(self):
         o = self.origin()
         self.port = H.free_port()
