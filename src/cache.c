@@ -3,6 +3,7 @@
 #include <ringlb/cache_policy.h>
 
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <string.h>
 #include <xxhash.h>
 
@@ -32,6 +33,19 @@ int rlb_cache_init(struct rlb_cache *c, const struct rlb_cache_cfg *cfg, uint32_
     return 0;
 }
 
+static uint64_t page_round(uint64_t n)
+{
+    return (n + RLB_CACHE_PAGE - 1) & ~(uint64_t)(RLB_CACHE_PAGE - 1);
+}
+
+static void body_free(struct rlb_cache_entry *e)
+{
+    if (e->body_mapped)
+        munmap(e->body, e->body_cap);
+    else
+        free(e->body);
+}
+
 static void entry_free(struct rlb_cache *c, struct rlb_cache_entry *e)
 {
     if (e->lru_next) { /* a zombie */
@@ -45,7 +59,7 @@ static void entry_free(struct rlb_cache *c, struct rlb_cache_entry *e)
     }
     free(e->ident);
     free(e->meta);
-    free(e->body);
+    body_free(e);
     free(e->waiters);
     free(e->req);
     free(e);
@@ -326,19 +340,39 @@ bool rlb_cache_set_meta(struct rlb_cache *c, struct rlb_cache_entry *e, char *me
     return true;
 }
 
+/* Bodies of RLB_CACHE_MAP_MIN and more live in pages of their own: a hit can hand those pages to the kernel
+ * by reference (vmsplice), and when the entry goes, unmapping them leaves any page still queued on a socket
+ * to the kernel alone; no later allocation of ours can write into it. */
 static bool grow_body(struct rlb_cache *c, struct rlb_cache_entry *e, uint64_t cap)
 {
     if (cap > c->cfg->max_object)
         return false;
-    if (!make_room(c, cap - e->body_cap))
+    bool map = cap >= RLB_CACHE_MAP_MIN;
+    uint64_t real = map ? page_round(cap) : cap;
+    if (!make_room(c, real - e->body_cap))
         return false;
-    char *nb = realloc(e->body, cap ? cap : 1);
-    if (!nb)
-        return false;
+    char *nb;
+    if (!map) {
+        nb = realloc(e->body, cap ? cap : 1);
+        if (!nb)
+            return false;
+    } else if (e->body_mapped) {
+        nb = mremap(e->body, e->body_cap, real, MREMAP_MAYMOVE);
+        if (nb == MAP_FAILED)
+            return false;
+    } else {
+        nb = mmap(NULL, real, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (nb == MAP_FAILED)
+            return false;
+        if (e->body_len)
+            memcpy(nb, e->body, e->body_len);
+        free(e->body);
+        e->body_mapped = true;
+    }
     e->body = nb;
-    c->used += cap - e->body_cap;
-    e->charge += cap - e->body_cap;
-    e->body_cap = cap;
+    c->used += real - e->body_cap;
+    e->charge += real - e->body_cap;
+    e->body_cap = real;
     return true;
 }
 
@@ -349,10 +383,10 @@ bool rlb_cache_reserve_body(struct rlb_cache *c, struct rlb_cache_entry *e, uint
 
 bool rlb_cache_fill_append(struct rlb_cache *c, struct rlb_cache_entry *e, const char *p, size_t len)
 {
-    if (e->purged)
+    if (e->purged || e->body_len + len > c->cfg->max_object)
         return false;
     if (e->body_len + len > e->body_cap) {
-        uint64_t cap = e->body_cap ? e->body_cap * 2 : 16384;
+        uint64_t cap = e->body_cap ? e->body_cap * 2 : 4096;
         while (cap < e->body_len + len)
             cap *= 2;
         if (cap > c->cfg->max_object)
@@ -389,14 +423,15 @@ void rlb_cache_fill_finish(struct rlb_cache *c, struct rlb_cache_entry *e)
         return;
     }
     end_fetch(c, e);
-    if (e->body_cap > e->body_len) {
-        /* Chunked bodies grew by doubling: give the slack back. */
-        char *nb = realloc(e->body, e->body_len ? e->body_len : 1);
-        if (nb) {
+    /* Chunked bodies grew by doubling: give the slack back. */
+    uint64_t want = e->body_mapped ? page_round(e->body_len ? e->body_len : 1) : e->body_len;
+    if (e->body_cap > want) {
+        char *nb = e->body_mapped ? mremap(e->body, e->body_cap, want, 0) : realloc(e->body, want ? want : 1);
+        if (nb && nb != MAP_FAILED) {
             e->body = nb;
-            c->used -= e->body_cap - e->body_len;
-            e->charge -= e->body_cap - e->body_len;
-            e->body_cap = e->body_len;
+            c->used -= e->body_cap - want;
+            e->charge -= e->body_cap - want;
+            e->body_cap = want;
         }
     }
     /* The variants this response replaces: same key, same selecting header values (RFC 9111 4.1). */

@@ -1040,6 +1040,8 @@ void rlb_cache_cfg_enable(struct rlb_cache_cfg *c, uint64_t size)
         c->heuristic_max_s = 86400;
     if (!c->lock_timeout_ms)
         c->lock_timeout_ms = 5000;
+    if (!c->splice_min_set)
+        c->splice_min = 16u << 10;
 }
 
 static int check_cache(struct rlb_config *cfg, char *err, size_t errlen)

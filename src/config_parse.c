@@ -1073,7 +1073,7 @@ static int parse_cache(struct parser *p, yaml_node_t *map)
 {
     static const char *const keys[] = {"size",         "max_object",   "heuristic",     "heuristic_percent",
                                        "heuristic_max", "key",         "status_header", "lock_timeout",
-                                       "store_set_cookie", "purge_token"};
+                                       "store_set_cookie", "purge_token", "splice_min"};
     if (check_keys(p, map, "cache", keys, RLB_ARRAY_SIZE(keys)) != 0)
         return -1;
     struct rlb_cache_cfg *c = &p->cfg->cache;
@@ -1112,6 +1112,11 @@ static int parse_cache(struct parser *p, yaml_node_t *map)
         return -1;
     if ((v = get(p, map, "store_set_cookie")) != NULL && get_bool(p, v, &c->store_set_cookie) != 0)
         return -1;
+    if ((v = get(p, map, "splice_min")) != NULL) {
+        if (get_size(p, v, UINT32_MAX, &c->splice_min) != 0)
+            return -1;
+        c->splice_min_set = true;
+    }
     if ((v = get(p, map, "purge_token")) != NULL) {
         if (get_string(p, v, &c->purge_token) != 0)
             return -1;

@@ -11,6 +11,7 @@
 #include <ringlb/route.h>
 #include <ringlb/str.h>
 #include <ringlb/timer.h>
+#include <ringlb/tls.h>
 #include <ringlb/upstream.h>
 
 #include <stdio.h>
@@ -61,6 +62,8 @@ void rlb__proxy_cache_txn_end(struct rlb_worker *w, struct rlb_txn *t)
     }
     if (ct->stale)
         rlb_cache_unref(w->cache, ct->stale);
+    if (ct->splice_entry)
+        rlb_cache_unref(w->cache, ct->splice_entry);
     free(ct->inval);
     t->cache = NULL;
     ct->next_free = w->cache_txn_free;
@@ -215,23 +218,38 @@ static bool finish_local(struct rlb_worker *w, struct rlb_conn *c)
     return true;
 }
 
+enum { QS_CLOSED = -1, QS_QUEUED = 0, QS_SPLICING = 1 };
+
+/* Whether a hit's body goes by splice instead of a send: its pages are its own, it is past the measured
+ * crossover, the kernel writes the socket's plaintext, and nothing queued must go before it. */
+static bool splice_hit(const struct rlb_worker *w, const struct rlb_conn *c, const struct rlb_cache_entry *e)
+{
+    uint32_t min = w->cfg->cache.splice_min;
+    return min && e->body_mapped && e->body_len >= min && c->fd >= 0 && !rlb_tls_userspace_tx(c->tls) &&
+           (!c->outq || rlb_outq_pending(c->outq) == 0) && !(c->flags & RLB_CF_SEND_INFLIGHT);
+}
+
 /* Queues a stored response: its head and body by reference (no copy, no allocation once warm), the
- * generated lines in the queue's arena. A 304 when the client's validators match. Returns false when the
- * queue has no room (the connection is then closed). */
-static bool queue_stored(struct rlb_worker *w, struct rlb_conn *c, struct rlb_cache_entry *e, uint8_t label,
-                         const struct conditionals *cd, int64_t now)
+ * generated lines in the queue's arena; or, for a large body, the same head then the body's pages by splice
+ * (QS_SPLICING: the connection waits in RLB_CS_WAIT until they are out, see rlb__proxy_cache_splice_ready).
+ * A 304 when the client's validators match. QS_CLOSED when the queue had no room (the connection is then
+ * closed). */
+static int queue_stored(struct rlb_worker *w, struct rlb_conn *c, struct rlb_cache_entry *e, uint8_t label,
+                        const struct conditionals *cd, int64_t now)
 {
     struct rlb_txn *t = c->txn;
+    bool by_splice = splice_hit(w, c, e) && t->method != RLB_METHOD_HEAD;
     struct rlb_outq *q = rlb_conn_outq(w, c);
     if (!q || !rlb_outq_room(q, 5, (t->flags & RLB_TF_SET_VARIANT) ? 512 : 256)) {
         rlb__proxy_close_client(w, c, true);
-        return false;
+        return QS_CLOSED;
     }
     bool nm = cd && not_modified(e, cd);
+    by_splice = by_splice && !nm;
     int32_t id = rlb_cache_pin(w->cache, e);
     if (id == RLB_BUF_NONE) {
         rlb__proxy_close_client(w, c, true);
-        return false;
+        return QS_CLOSED;
     }
     if (nm)
         rlb_outq_push_buf(q, &w->bufs, id, e->head304, e->head304_len);
@@ -270,16 +288,40 @@ static bool queue_stored(struct rlb_worker *w, struct rlb_conn *c, struct rlb_ca
     struct rlb_str via = rlb__proxy_via_line(w);
     rlb_outq_push_static(q, via.ptr, via.len);
     rlb_outq_push_static(q, "\r\n", 2);
-    if (!nm && t->method != RLB_METHOD_HEAD)
-        rlb_outq_push_buf(q, &w->bufs, id, e->body, e->body_len);
-    rlb_buf_unref(&w->bufs, id); /* the pieces hold their own references */
     int status = nm ? 304 : e->status;
     w->stats.responses[status / 100 < 6 ? status / 100 : 0]++;
     t->flags |= RLB_TF_RESP_STARTED;
     t->status = (uint16_t)status;
     if (e->state == RLB_CE_READY)
         rlb_cache_touch(w->cache, e);
-    return true;
+    if (by_splice && ctxn_get(w, t)) {
+        int rc = rlb__proxy_splice_stored(w, c, e);
+        if (rc != RLB_RELAY_BAD) { /* RLB_RELAY_BAD: no pipe; the head is still queued, the body joins it */
+            rlb_buf_unref(&w->bufs, id);
+            if (rc == RLB_RELAY_CLIENT_GONE) {
+                rlb__proxy_close_client(w, c, true);
+                return QS_CLOSED;
+            }
+            if (rc == RLB_RELAY_MORE) {
+                c->state = RLB_CS_WAIT;
+                return QS_SPLICING;
+            }
+            return QS_QUEUED;
+        }
+    }
+    if (!nm && t->method != RLB_METHOD_HEAD)
+        rlb_outq_push_buf(q, &w->bufs, id, e->body, e->body_len);
+    rlb_buf_unref(&w->bufs, id); /* the pieces hold their own references */
+    return QS_QUEUED;
+}
+
+void rlb__proxy_cache_splice_ready(struct rlb_worker *w, struct rlb_conn *c)
+{
+    int rc = rlb__proxy_splice_stored(w, c, NULL);
+    if (rc == RLB_RELAY_CLIENT_GONE || rc == RLB_RELAY_BAD)
+        rlb__proxy_close_client(w, c, true);
+    else if (rc == RLB_RELAY_DONE && finish_local(w, c))
+        rlb__proxy_client_process(w, c); /* pipelined requests */
 }
 
 /* Waits for the fetch <f> of the same key: the head stays in the input until the fetch ends. */
@@ -412,9 +454,8 @@ int rlb__proxy_cache_request(struct rlb_worker *w, struct rlb_conn *c, const str
             struct conditionals cd;
             conditionals_of(&cd, req->headers, req->num_headers);
             rlb_conn_inq_consume(w, c, req->head_len);
-            if (!queue_stored(w, c, e, label, &cd, now))
-                return RLB_CACHE_SERVED;
-            finish_local(w, c);
+            if (queue_stored(w, c, e, label, &cd, now) == QS_QUEUED)
+                finish_local(w, c);
             return RLB_CACHE_SERVED;
         }
     }
@@ -794,9 +835,7 @@ static bool serve_stale_entry(struct rlb_worker *w, struct rlb_conn *c, uint8_t 
     w->stats.cache_stale++;
     if (label == RLB_XCACHE_REVALIDATED)
         w->stats.cache_revalidated++;
-    if (!queue_stored(w, c, e, label, NULL, wall_now()))
-        return true;
-    if (finish_local(w, c))
+    if (queue_stored(w, c, e, label, NULL, wall_now()) == QS_QUEUED && finish_local(w, c))
         rlb__proxy_client_process(w, c); /* pipelined requests */
     return true;
 }
@@ -894,12 +933,13 @@ int rlb__proxy_cache_response(struct rlb_worker *w, struct rlb_conn *c, struct r
         w->stats.cache_revalidated++;
         rlb_timer_cancel(&w->timers, w->conns, slot(w, c));
         /* The client's validators point into the fetch's copy of the request: answer before it goes. */
-        if (!queue_stored(w, c, e, RLB_XCACHE_REVALIDATED, &cd, wall_now()))
+        int qs = queue_stored(w, c, e, RLB_XCACHE_REVALIDATED, &cd, wall_now());
+        if (qs == QS_CLOSED)
             return -1; /* the client was closed, and the fetch abandoned with its transaction */
         ct->fill = NULL;
         rlb_cache_fill_abandon(w->cache, f); /* waiters find the refreshed entry */
         update_gauges(w);
-        if (finish_local(w, c))
+        if (qs == QS_QUEUED && finish_local(w, c))
             rlb__proxy_client_process(w, c);
         return -1;
     }

@@ -99,6 +99,8 @@ void rlb__proxy_cache_complete(struct rlb_worker *w, struct rlb_txn *t);
  * there is none it may serve. */
 bool rlb__proxy_cache_stand_in(struct rlb_worker *w, struct rlb_conn *c);
 void rlb__proxy_cache_wait_timeout(struct rlb_worker *w, struct rlb_conn *c);
+/* The client socket of a hit whose body is being spliced is writable again. */
+void rlb__proxy_cache_splice_ready(struct rlb_worker *w, struct rlb_conn *c);
 void rlb__proxy_cache_txn_end(struct rlb_worker *w, struct rlb_txn *t);
 
 /* proxy_splice.c: large response bodies by splice(2) */
@@ -110,6 +112,11 @@ bool rlb__proxy_splice_ready_to_start(const struct rlb_conn *u, const struct rlb
 int rlb__proxy_splice_step(struct rlb_worker *w, struct rlb_conn *u, struct rlb_conn *c);
 /* Gives the transaction's pipe back (kept when empty) or closes it. */
 void rlb__proxy_splice_release(struct rlb_worker *w, struct rlb_txn *t);
+/* A cache hit's body by reference: the queued head is written into a pipe, the entry's own pages are
+ * vmspliced behind it, the pipe is spliced to the client. Starts with <e>, continues with NULL when the
+ * socket is writable again. RLB_RELAY_DONE, _MORE (a poll is posted), _CLIENT_GONE, or _BAD when no pipe
+ * could be had at the start (nothing was taken from the queue: send it the ordinary way). */
+int rlb__proxy_splice_stored(struct rlb_worker *w, struct rlb_conn *c, struct rlb_cache_entry *e);
 void rlb__proxy_splice_destroy(struct rlb_worker *w);
 
 #endif

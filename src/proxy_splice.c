@@ -10,6 +10,7 @@
  * client's send queue is empty; from then until the body ends nothing else
  * is written to the client. */
 #include <ringlb/buf.h>
+#include <ringlb/cache.h>
 #include <ringlb/conn.h>
 #include <ringlb/tls.h>
 #include <ringlb/log.h>
@@ -21,6 +22,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "proxy_internal.h"
@@ -178,8 +180,83 @@ int rlb__proxy_splice_step(struct rlb_worker *w, struct rlb_conn *u, struct rlb_
     return RLB_RELAY_MORE;
 }
 
+int rlb__proxy_splice_stored(struct rlb_worker *w, struct rlb_conn *c, struct rlb_cache_entry *e)
+{
+    struct rlb_txn *t = c->txn;
+    struct rlb_cache_txn *ct = t->cache;
+    if (e) {
+        int fds[2];
+        if (pipe_get(w, fds) < 0)
+            return RLB_RELAY_BAD;
+        /* The head is small and its bytes are reused once the queue drains: copied into the pipe. */
+        struct rlb_outq *q = c->outq;
+        ssize_t n = writev(fds[1], q->iov + q->head, (int)rlb_outq_pending(q));
+        if (n < 0 || (uint64_t)n != q->queued_bytes) {
+            t->pipe_r = fds[0];
+            t->pipe_w = fds[1];
+            t->pipe_bytes = 1; /* not reusable: closed */
+            rlb__proxy_splice_release(w, t);
+            return RLB_RELAY_BAD;
+        }
+        rlb_outq_discard(q, &w->bufs);
+        rlb_outq_put(&w->outqs, q);
+        c->outq = NULL;
+        t->pipe_r = fds[0];
+        t->pipe_w = fds[1];
+        t->pipe_bytes = (uint32_t)n;
+        rlb_cache_ref(e);
+        ct->splice_entry = e;
+        ct->splice_off = 0;
+        w->stats.splices++;
+    }
+    e = ct->splice_entry;
+    uint64_t moved = 0;
+    while (moved < STEP_BUDGET) {
+        bool progress = false;
+        if (ct->splice_off < e->body_len && t->pipe_bytes < PIPE_BYTES) {
+            uint64_t left = e->body_len - ct->splice_off;
+            struct iovec v = {e->body + ct->splice_off,
+                              (size_t)(left < PIPE_BYTES - t->pipe_bytes ? left : PIPE_BYTES - t->pipe_bytes)};
+            ssize_t n = vmsplice(t->pipe_w, &v, 1, SPLICE_F_NONBLOCK);
+            if (n > 0) {
+                ct->splice_off += (uint64_t)n;
+                t->pipe_bytes += (uint32_t)n;
+                progress = true;
+            } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+                return RLB_RELAY_CLIENT_GONE;
+            }
+        }
+        if (t->pipe_bytes) {
+            ssize_t n = splice(t->pipe_r, NULL, c->fd, NULL, t->pipe_bytes, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+            if (n > 0) {
+                t->pipe_bytes -= (uint32_t)n;
+                moved += (uint64_t)n;
+                progress = true;
+            } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+                return RLB_RELAY_CLIENT_GONE;
+            }
+        }
+        if (ct->splice_off == e->body_len && t->pipe_bytes == 0) {
+            rlb__proxy_splice_release(w, t);
+            ct->splice_entry = NULL;
+            rlb_cache_unref(w->cache, e);
+            return RLB_RELAY_DONE;
+        }
+        if (!progress)
+            break;
+    }
+    /* Only the socket can be what stopped us (the pipe fills from our own pages), or the budget. */
+    arm(w, c, RLB_TIMER_BODY_IDLE);
+    poll_for(w, c, POLLOUT);
+    return RLB_RELAY_MORE;
+}
+
 void rlb_proxy_splice_ready(struct rlb_worker *w, struct rlb_conn *c)
 {
+    if (c->kind == RLB_CONN_CLIENT && c->txn && c->txn->cache && c->txn->cache->splice_entry) {
+        rlb__proxy_cache_splice_ready(w, c);
+        return;
+    }
     struct rlb_conn *u = c->kind == RLB_CONN_UPSTREAM ? c : rlb_conn_peer(w, c);
     if (u && u->kind == RLB_CONN_UPSTREAM)
         rlb__proxy_upstream_process(w, u);

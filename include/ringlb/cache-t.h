@@ -9,6 +9,9 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#define RLB_CACHE_PAGE 4096u
+#define RLB_CACHE_MAP_MIN (16u * 1024)
+
 enum rlb_cache_entry_state {
     RLB_CE_FILLING = 1, /* a fetch is filling it: requests for its key wait for it, nobody is served from it */
     RLB_CE_READY,       /* complete, in the table and the LRU list */
@@ -52,6 +55,7 @@ struct rlb_cache_entry {
     char *body;
     uint64_t body_len;
     uint64_t body_cap;
+    bool body_mapped;        /* in pages of its own (RLB_CACHE_MAP_MIN and up), which hits may vmsplice */
 
     /* Freshness, in epoch seconds (RFC 9111 4.2). */
     int64_t response_time;

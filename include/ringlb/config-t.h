@@ -228,6 +228,8 @@ struct rlb_cache_cfg {
     bool status_header;        /* X-Cache and Cache-Status on responses; default true */
     uint32_t lock_timeout_ms;  /* how long a request waits for a fetch of the same key in flight; default 5000 */
     bool store_set_cookie;     /* responses with Set-Cookie are stored (and served with it); default false */
+    uint32_t splice_min;       /* hits with a body this large go by vmsplice + splice, not copied; default 16k; 0: never */
+    bool splice_min_set;
     char *purge_token;         /* PURGE requests with "X-Purge-Token: <this>" from loopback; NULL: PURGE disabled */
     struct rlb_config_mark mark;
 };

@@ -139,6 +139,8 @@ struct rlb_cache_txn {
     uint32_t inval_len;
     uint32_t inval_host_len;
     int64_t request_time;
+    struct rlb_cache_entry *splice_entry; /* a hit whose body is being spliced (referenced), or NULL */
+    uint64_t splice_off;           /* body bytes of it already in the pipe */
     struct rlb_cache_txn *next_free;
 };
 

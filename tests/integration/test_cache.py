@@ -1444,6 +1444,80 @@ class EvictionWhileSendingTest(CacheCase):
         self.assertXC(r, "MISS")
 
 
+class SpliceHitTest(CacheCase):
+    """Hits with a body past cache.splice_min leave by vmsplice + splice from the entry's own pages."""
+
+    def start(self, splice_min=None):
+        o = self.origin()
+        self.port = H.free_port()
+        cache = {"size": "16m", "max_object": "4m"}
+        if splice_min is not None:
+            cache["splice_min"] = splice_min
+        p = self.proxy(H.basic_config(self.port, [o.address], workers=1, cache=cache))
+        return o, p
+
+    def test_big_hits_are_spliced_byte_exact(self):
+        o, p = self.start()
+        big, small = pattern(1024 * KIB + 5), b"s" * 100
+        o.set("/sp/big", Reply(200, [("Cache-Control", "max-age=1000")], big))
+        o.set("/sp/small", Reply(200, [("Cache-Control", "max-age=1000")], small))
+        self.assertEqual(self.get("/sp/big").body, big)
+        self.assertEqual(self.get("/sp/small").body, small)
+        before = H.stats(p)["splices"]
+        r = self.get("/sp/big")
+        self.assertHit(r, big)
+        self.assertEqual(H.stats(p)["splices"], before + 1, "the hit's body went by splice")
+        self.assertHit(self.get("/sp/small"), small)
+        self.assertEqual(H.stats(p)["splices"], before + 1, "a small body is sent, not spliced")
+        # Pipelined behind and in front of a spliced body: every response in order, whole.
+        with H.Client(self.port, timeout=15) as c:
+            c.send(H.build_request("GET", "/sp/small") + H.build_request("GET", "/sp/big") * 2 +
+                   H.build_request("HEAD", "/sp/big") + H.build_request("GET", "/sp/small"))
+            self.assertHit(c.read_response(), small)
+            self.assertHit(c.read_response(), big)
+            self.assertHit(c.read_response(), big)
+            h = c.read_response(method="HEAD")
+            self.assertXC(h, "HIT")
+            self.assertEqual((h.header("Content-Length"), h.body), (str(len(big)), b""))
+            self.assertHit(c.read_response(), small)
+        self.assertEqual(o.count("/sp/big"), 1)
+
+    def test_slow_reader_and_early_close(self):
+        o, p = self.start()
+        big = pattern(2048 * KIB)
+        o.set("/sp/slow", Reply(200, [("Cache-Control", "max-age=1000")], big))
+        self.assertEqual(self.get("/sp/slow").body, big)
+        # A reader with a tiny window: the splice stops on a full socket and resumes on POLLOUT.
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", self.port))
+        s.sendall(H.build_request("GET", "/sp/slow"))
+        time.sleep(0.3)
+        s.settimeout(10)
+        c = H.Client.__new__(H.Client)
+        c.sock, c.r = s, H._Reader(s)
+        r = c.read_response()
+        self.assertHit(r)
+        self.assertTrue(r.body == big, "the slow reader got other bytes")
+        # Then one that leaves after a few KiB: nothing breaks for the next client.
+        for _ in range(3):
+            s = socket.create_connection(("127.0.0.1", self.port))
+            s.sendall(H.build_request("GET", "/sp/slow"))
+            s.recv(8192)
+            s.close()
+        self.assertHit(self.get("/sp/slow"), big)
+        self.assertEqual(o.count("/sp/slow"), 1)
+
+    def test_splice_min_zero_sends_every_hit(self):
+        o, p = self.start(splice_min=0)
+        big = pattern(512 * KIB)
+        o.set("/sp/off", Reply(200, [("Cache-Control", "max-age=1000")], big))
+        self.assertEqual(self.get("/sp/off").body, big)
+        before = H.stats(p)["splices"]
+        self.assertHit(self.get("/sp/off"), big)
+        self.assertEqual(H.stats(p)["splices"], before)
+
+
 class MixedLoadTest(CacheCase):
     def test_mixed_concurrent_load_is_byte_exact(self):
         """12 clients x 80 requests over 2 workers with a 512 KiB cache: 300 URLs of 1-40 KiB
