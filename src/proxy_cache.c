@@ -639,6 +639,14 @@ static const char *build_meta(struct rlb_worker *w, struct rlb_cache_entry *e, c
             break;
         }
     }
+    /* RFC 9110 6.6.1: a cache that stores a response without Date gives it one, the time it came. */
+    char date_line[40] = "";
+    size_t date_len = 0;
+    if (!find(in->h, in->n, RLB_HDR_DATE)) {
+        char d[30];
+        rlb_http_date_format(tm.response_time, d);
+        date_len = (size_t)snprintf(date_line, sizeof(date_line), "Date: %s\r\n", d);
+    }
     if (tm.date < 0)
         tm.date = tm.response_time;
     vary = (struct rlb_str){vary_joined, vary_len};
@@ -684,6 +692,8 @@ static const char *build_meta(struct rlb_worker *w, struct rlb_cache_entry *e, c
     const char *server = rt && rt->server_mode == RLB_SERVER_REPLACE ? rt->server_value : NULL;
     if (server)
         head_len += 8 + strlen(server) + 2;
+    head_len += date_len;
+    h304_len += date_len;
     size_t size = head_len + h304_len + vary_len + (size_t)values_len + (etag ? etag->value_len : 0) +
                   (lm ? lm->value_len : 0);
     char *meta = malloc(size ? size : 1);
@@ -697,9 +707,13 @@ static const char *build_meta(struct rlb_worker *w, struct rlb_cache_entry *e, c
             p = put_line(p, &in->h[i]);
     if (server)
         p += sprintf(p, "Server: %s\r\n", server);
+    memcpy(p, date_line, date_len);
+    p += date_len;
     char *h304 = p;
     memcpy(p, "HTTP/1.1 304 Not Modified\r\n", 27);
     p += 27;
+    memcpy(p, date_line, date_len);
+    p += date_len;
     for (uint32_t i = 0; i < in->n; i++)
         if (stored_field(rt, &in->h[i]) && field_of_304(in->h[i].id))
             p = put_line(p, &in->h[i]);

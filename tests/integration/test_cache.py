@@ -898,6 +898,17 @@ class CacheTest(CacheCase):
         self.assertHit(self.get("/safe"), "safe-1")
         self.assertEqual(self.o.count("/safe", "GET"), 1)
 
+    def test_stored_response_without_date_gets_one(self):
+        """RFC 9110 6.6.1: a cache storing a response that has no Date adds one (when it came)."""
+        self.o.set("/nodate", Reply(200, [("Cache-Control", "max-age=100")], "nd", date=False))
+        r1 = self.get("/nodate")
+        self.assertIsNone(r1.header("Date"), "the forwarded miss is the origin's own")
+        r2 = self.get("/nodate")
+        self.assertHit(r2, b"nd")
+        d = r2.header("Date")
+        self.assertIsNotNone(d, "the stored copy has a Date")
+        self.assertLess(abs(email.utils.parsedate_to_datetime(d).timestamp() - time.time()), 5)
+
     def test_204_hit(self):
         self.o.set("/204", lambda q: Reply(204, [("Cache-Control", "max-age=100"), ("X-N", str(q.n))]))
         r1 = self.get("/204")
