@@ -303,16 +303,17 @@ const char *rlb_cache_unstorable(const struct rlb_cache_store_ctx *s)
     if (s->method != RLB_METHOD_GET)
         return "method";
     const struct rlb_cc *rq = s->req_cc, *rs = s->resp_cc;
-    bool understood = rlb_cache_status_understood(s->status);
+    /* Any final status may be stored (RFC 9111 3) but partial content, which this cache never stores, and
+     * 304, which only refreshes what is stored. */
+    if (s->status < 200 || s->status == 206 || s->status == 304)
+        return "status";
     if (rs->flags & RLB_CC_MUST_UNDERSTAND) {
         /* must-understand overrides no-store for status codes the cache knows (RFC 9111 5.2.2.3). */
-        if (!understood)
+        if (!rlb_cache_status_understood(s->status))
             return "must-understand with a status this cache does not know";
     } else if (rs->flags & RLB_CC_NO_STORE) {
         return "no-store";
     }
-    if (!understood)
-        return "status";
     if (rq->flags & RLB_CC_NO_STORE)
         return "request no-store";
     if (rs->flags & RLB_CC_PRIVATE)

@@ -80,7 +80,8 @@ struct rlb_cache_heuristic {
 
 /* Status codes heuristically cacheable (RFC 9110 15.1). */
 bool rlb_cache_status_heuristic(int status);
-/* Status codes this cache understands well enough to store (must-understand, RFC 9111 5.2.2.3). */
+/* Status codes this cache understands (must-understand, RFC 9111 5.2.2.3): their storing is what
+ * must-understand asks about; other final statuses are stored only with explicit freshness. */
 bool rlb_cache_status_understood(int status);
 
 /* freshness_lifetime of RFC 9111 4.2.1 for a shared cache; 0 when none can be given (stale at once). */
