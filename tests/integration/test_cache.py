@@ -482,8 +482,8 @@ class CacheTest(CacheCase):
 
     def test_statuses(self):
         cases = [(404, "max-age=100", True), (301, "max-age=100", True), (410, "max-age=100", True),
-                 (500, "max-age=100", False), (302, None, False), (200, None, False),
-                 (299, "max-age=100", False)]
+                 (500, "max-age=100", True), (302, None, False), (200, None, False),
+                 (299, "max-age=100", True)]  # any final status with explicit freshness (RFC 9111 3)
         for status, ccv, stored in cases:
             path = "/status/%d/%s" % (status, "cc" if ccv else "none")
             hd = [("Cache-Control", ccv)] if ccv else []
