@@ -90,6 +90,22 @@ static void poll_for(struct rlb_worker *w, struct rlb_conn *c, unsigned events)
     c->ops++;
 }
 
+/* Moves what the client socket takes from the pipe. False when the client is gone. */
+static bool drain_pipe(struct rlb_txn *t, struct rlb_conn *c, uint64_t *moved, bool *progress, bool *blocked)
+{
+    ssize_t n = splice(t->pipe_r, NULL, c->fd, NULL, t->pipe_bytes, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (n > 0) {
+        t->pipe_bytes -= (uint32_t)n;
+        *moved += (uint64_t)n;
+        *progress = true;
+    } else if (n < 0 && errno == EAGAIN) {
+        *blocked = true;
+    } else if (n < 0 && errno != EINTR) {
+        return false;
+    }
+    return true;
+}
+
 bool rlb__proxy_splice_wanted(const struct rlb_worker *w, const struct rlb_txn *t, const struct rlb_conn *u)
 {
     uint32_t min = w->cfg->buffers.splice_min;
@@ -149,18 +165,8 @@ int rlb__proxy_splice_step(struct rlb_worker *w, struct rlb_conn *u, struct rlb_
                 return RLB_RELAY_BAD;
             }
         }
-        if (t->pipe_bytes) {
-            ssize_t n = splice(t->pipe_r, NULL, c->fd, NULL, t->pipe_bytes, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-            if (n > 0) {
-                t->pipe_bytes -= (uint32_t)n;
-                moved += (uint64_t)n;
-                progress = true;
-            } else if (n < 0 && errno == EAGAIN) {
-                out_blocked = true;
-            } else if (n < 0 && errno != EINTR) {
-                return RLB_RELAY_CLIENT_GONE;
-            }
-        }
+        if (t->pipe_bytes && !drain_pipe(t, c, &moved, &progress, &out_blocked))
+            return RLB_RELAY_CLIENT_GONE;
         if (t->resp_remaining == 0 && t->pipe_bytes == 0) {
             rlb__proxy_splice_release(w, t);
             u->flags &= (uint16_t)~RLB_CF_SPLICE;
@@ -226,16 +232,9 @@ int rlb__proxy_splice_stored(struct rlb_worker *w, struct rlb_conn *c, struct rl
                 return RLB_RELAY_CLIENT_GONE;
             }
         }
-        if (t->pipe_bytes) {
-            ssize_t n = splice(t->pipe_r, NULL, c->fd, NULL, t->pipe_bytes, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-            if (n > 0) {
-                t->pipe_bytes -= (uint32_t)n;
-                moved += (uint64_t)n;
-                progress = true;
-            } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
-                return RLB_RELAY_CLIENT_GONE;
-            }
-        }
+        bool blocked = false; /* only the socket can stop us: the pipe fills from our own pages */
+        if (t->pipe_bytes && !drain_pipe(t, c, &moved, &progress, &blocked))
+            return RLB_RELAY_CLIENT_GONE;
         if (ct->splice_off == e->body_len && t->pipe_bytes == 0) {
             rlb__proxy_splice_release(w, t);
             ct->splice_entry = NULL;
@@ -245,7 +244,6 @@ int rlb__proxy_splice_stored(struct rlb_worker *w, struct rlb_conn *c, struct rl
         if (!progress)
             break;
     }
-    /* Only the socket can be what stopped us (the pipe fills from our own pages), or the budget. */
     arm(w, c, RLB_TIMER_BODY_IDLE);
     poll_for(w, c, POLLOUT);
     return RLB_RELAY_MORE;
