@@ -258,7 +258,93 @@ def ws_accept(key):
     return base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
 
 
-class Backend:
+class TestServer:
+    """What every test server here shares: a listening socket on <host>, one thread per accepted
+    connection running self._serve(c, cid) (cid counts from 1), an `errors` list for exceptions
+    that are bugs of the server itself, and stop(), which refuses later connects and closes every
+    open connection."""
+
+    conn_timeout = 60
+
+    def _listen(self, host="127.0.0.1", port=0):
+        self.host = host
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(fam, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.sock.listen(1024)
+        self.port = self.sock.getsockname()[1]
+        self.lock = threading.Lock()
+        self.errors = []
+        self.conn_count = 0
+        self._conns = []
+        self._running = True
+        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self._thread.start()
+
+    @property
+    def address(self):
+        if ":" in self.host:
+            return "[%s]:%d" % (self.host, self.port)
+        return "%s:%d" % (self.host, self.port)
+
+    def stop(self):
+        self._running = False
+        for fn in (lambda: self.sock.shutdown(socket.SHUT_RDWR), self.sock.close):
+            try:
+                fn()
+            except OSError:
+                pass
+        with self.lock:
+            conns = list(self._conns)
+        for c in conns:
+            for fn in (lambda: c.shutdown(socket.SHUT_RDWR), c.close):
+                try:
+                    fn()
+                except OSError:
+                    pass
+        self._thread.join(timeout=2)
+
+    def _accept_loop(self):
+        while self._running:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                break
+            if not self._running:
+                c.close()
+                break
+            with self.lock:
+                self.conn_count += 1
+                cid = self.conn_count
+                self._conns.append(c)
+            if self._accepted(c, cid):
+                threading.Thread(target=self._serve_safe, args=(c, cid), daemon=True).start()
+
+    def _accepted(self, c, cid):
+        """Called for each new connection; False: it was dealt with here, serve no further."""
+        return True
+
+    def _serve_safe(self, c, cid):
+        try:
+            c.settimeout(self.conn_timeout)
+            self._serve(c, cid)
+        except (PeerClosed, OSError, ValueError):
+            pass
+        except Exception as e:  # a bug of the test server: make it visible
+            with self.lock:
+                self.errors.append("%s exception: %r" % (type(self).__name__, e))
+        finally:
+            with self.lock:
+                if c in self._conns:
+                    self._conns.remove(c)
+            try:
+                c.close()
+            except OSError:
+                pass
+
+
+class Backend(TestServer):
     """A threaded HTTP/1.1 test server.
 
     mode:
@@ -292,29 +378,10 @@ class Backend:
         self.size = size
         self.close_after = close_after
         self.silent_close = silent_close
-        self.host = host
-        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(fam, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, 0))
-        self.sock.listen(1024)
-        self.port = self.sock.getsockname()[1]
-        self.lock = threading.Lock()
-        self.conn_count = 0
         self.requests = []       # dicts, appended when the head arrives
-        self.errors = []         # protocol errors seen from the proxy
         self.raw = {}            # conn id -> bytearray of the first 1 MiB received
         self.ws_frames = []
-        self._conns = []
-        self._running = True
-        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
-        self._thread.start()
-
-    @property
-    def address(self):
-        if ":" in self.host:
-            return "[%s]:%d" % (self.host, self.port)
-        return "%s:%d" % (self.host, self.port)
+        self._listen(host)
 
     def completed(self):
         with self.lock:
@@ -333,66 +400,16 @@ class Backend:
             time.sleep(0.01)
         return False
 
-    def stop(self):
-        self._running = False
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-        with self.lock:
-            conns = list(self._conns)
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            try:
-                c.close()
-            except OSError:
-                pass
-        self._thread.join(timeout=2)
-
     # -- internals ----------------------------------------------------------------
 
-    def _accept_loop(self):
-        while self._running:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                break
-            if not self._running:
-                c.close()
-                break
-            with self.lock:
-                self.conn_count += 1
-                cid = self.conn_count
-                self.raw[cid] = bytearray()
-                self._conns.append(c)
-            if self.mode == "reset":
-                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                c.close()
-                continue
-            t = threading.Thread(target=self._serve_safe, args=(c, cid), daemon=True)
-            t.start()
-
-    def _serve_safe(self, c, cid):
-        try:
-            c.settimeout(60)
-            self._serve(c, cid)
-        except (PeerClosed, OSError, ValueError):
-            pass
-        except Exception as e:  # a bug in the harness: make it visible
-            with self.lock:
-                self.errors.append("backend exception: %r" % (e,))
-        finally:
-            try:
-                c.close()
-            except OSError:
-                pass
+    def _accepted(self, c, cid):
+        with self.lock:
+            self.raw[cid] = bytearray()
+        if self.mode == "reset":
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()
+            return False
+        return True
 
     def _record_error(self, msg):
         with self.lock:

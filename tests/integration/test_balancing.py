@@ -28,7 +28,7 @@ REASONS = {200: "OK", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Se
 # --------------------------------------------------------------------------------------
 # Test backend
 
-class TBackend:
+class TBackend(H.TestServer):
     """HTTP/1.1 keep-alive server on 127.0.0.1:`port` (0: any free port).
 
     Answers `status` (mutable) with body = name and "X-Backend: name" after `delay` s;
@@ -40,97 +40,48 @@ class TBackend:
         self.status = status
         self.health_status = health_status
         self.delay = delay
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port))
-        self.sock.listen(1024)
-        self.port = self.sock.getsockname()[1]
-        self.address = "127.0.0.1:%d" % self.port
-        self.lock = threading.Lock()
         self.hits = []
         self.health_hits = 0
-        self._conns = set()
-        self._running = True
-        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
-        self._thread.start()
+        self._listen(port=port)
 
     def count(self, t0=None, t1=None):
         with self.lock:
             return sum(1 for t, _, _ in self.hits if (t0 is None or t >= t0) and (t1 is None or t < t1))
 
-    def stop(self):
-        """Closes the listener (later connects are refused) and every open connection."""
-        self._running = False
-        for fn in (lambda: self.sock.shutdown(socket.SHUT_RDWR), self.sock.close):
-            try:
-                fn()
-            except OSError:
-                pass
-        with self.lock:
-            conns = list(self._conns)
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        self._thread.join(timeout=2)
+    conn_timeout = 30
 
-    def _accept_loop(self):
+    def _serve(self, c, cid):
+        r = H._Reader(c)
         while self._running:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
+            head = r.read_until(b"\r\n\r\n", 1 << 16)
+            start, headers, _ = H.parse_head(head)
+            parts = start.split(" ")
+            if len(parts) != 3:
                 return
+            cl = H.hget(headers, "content-length")
+            if cl:
+                r.read_exact(int(cl))
+            target = parts[1]
+            close = "close" in H.conn_tokens(headers)
+            if target == HC_PATH:
+                status = self.health_status
+                with self.lock:
+                    self.health_hits += 1
+            else:
+                status = self.status
+                with self.lock:
+                    self.hits.append((time.monotonic(), target, headers))
+            if self.delay:
+                time.sleep(self.delay)
             if not self._running:
-                c.close()
                 return
-            with self.lock:
-                self._conns.add(c)
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
-
-    def _serve(self, c):
-        try:
-            c.settimeout(30)
-            r = H._Reader(c)
-            while self._running:
-                head = r.read_until(b"\r\n\r\n", 1 << 16)
-                start, headers, _ = H.parse_head(head)
-                parts = start.split(" ")
-                if len(parts) != 3:
-                    return
-                cl = H.hget(headers, "content-length")
-                if cl:
-                    r.read_exact(int(cl))
-                target = parts[1]
-                close = "close" in H.conn_tokens(headers)
-                if target == HC_PATH:
-                    status = self.health_status
-                    with self.lock:
-                        self.health_hits += 1
-                else:
-                    status = self.status
-                    with self.lock:
-                        self.hits.append((time.monotonic(), target, headers))
-                if self.delay:
-                    time.sleep(self.delay)
-                if not self._running:
-                    return
-                body = self.name.encode()
-                resp = ("HTTP/1.1 %d %s\r\nX-Backend: %s\r\nContent-Type: text/plain\r\n"
-                        "Content-Length: %d\r\n%s\r\n" % (status, REASONS.get(status, "X"), self.name, len(body),
-                                                           "Connection: close\r\n" if close else ""))
-                c.sendall(resp.encode() + body)
-                if close:
-                    return
-        except (H.PeerClosed, OSError, ValueError):
-            pass
-        finally:
-            with self.lock:
-                self._conns.discard(c)
-            try:
-                c.close()
-            except OSError:
-                pass
+            body = self.name.encode()
+            resp = ("HTTP/1.1 %d %s\r\nX-Backend: %s\r\nContent-Type: text/plain\r\n"
+                    "Content-Length: %d\r\n%s\r\n" % (status, REASONS.get(status, "X"), self.name, len(body),
+                                                       "Connection: close\r\n" if close else ""))
+            c.sendall(resp.encode() + body)
+            if close:
+                return
 
 
 class SrcClient(H.Client):

@@ -91,28 +91,18 @@ class Req:
         return "<%s %s n=%d>" % (self.method, self.target, self.n)
 
 
-class Origin:
+class Origin(H.TestServer):
     """Raw-socket HTTP/1.1 origin on 127.0.0.1. set(path, handler): handler is a Reply or a
     callable(Req) -> Reply, chosen by the path of the target (query stripped); unknown paths
     get a 404 with no-store. Every request is recorded in .requests."""
 
+    conn_timeout = 30
+
     def __init__(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(512)
-        self.port = self.sock.getsockname()[1]
-        self.address = "127.0.0.1:%d" % self.port
-        self.lock = threading.Lock()
         self.handlers = {}
         self.requests = []
         self.per_path = {}
-        self.errors = []
-        self._conns = []
-        self._nconn = 0
-        self._running = True
-        self._t = threading.Thread(target=self._accept_loop, daemon=True)
-        self._t.start()
+        self._listen()
 
     def set(self, path, handler):
         with self.lock:
@@ -128,56 +118,6 @@ class Origin:
     def methods(self):
         with self.lock:
             return [r.method for r in self.requests]
-
-    def stop(self):
-        self._running = False
-        for fn in (lambda: self.sock.shutdown(socket.SHUT_RDWR), self.sock.close):
-            try:
-                fn()
-            except OSError:
-                pass
-        with self.lock:
-            conns = list(self._conns)
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            try:
-                c.close()
-            except OSError:
-                pass
-        self._t.join(timeout=2)
-
-    def _accept_loop(self):
-        while self._running:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            if not self._running:
-                c.close()
-                return
-            with self.lock:
-                self._conns.append(c)
-                self._nconn += 1
-                cid = self._nconn
-            threading.Thread(target=self._serve_safe, args=(c, cid), daemon=True).start()
-
-    def _serve_safe(self, c, cid):
-        try:
-            c.settimeout(30)
-            self._serve(c, cid)
-        except (H.PeerClosed, OSError, ValueError):
-            pass
-        except Exception as e:  # a bug of this file: make it visible
-            with self.lock:
-                self.errors.append(repr(e))
-        finally:
-            try:
-                c.close()
-            except OSError:
-                pass
 
     def _serve(self, c, cid):
         r = H._Reader(c)
