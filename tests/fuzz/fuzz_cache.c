@@ -121,7 +121,8 @@ static void policy(const struct rlb_cc *cc, const uint8_t *d, size_t n)
     const char *why = rlb_cache_unstorable(&s);
     CHECK(!why || why[0]);
     if (s.method != RLB_METHOD_GET || s.vary_star || (s.set_cookie && !s.store_set_cookie) ||
-        (cc->flags & RLB_CC_PRIVATE) || !rlb_cache_status_understood(status))
+        (cc->flags & RLB_CC_PRIVATE) || status < 200 || status == 206 || status == 304 ||
+        ((cc->flags & RLB_CC_MUST_UNDERSTAND) && !rlb_cache_status_understood(status)))
         CHECK(why != NULL);
     if ((cc->flags & RLB_CC_NO_STORE) && !(cc->flags & RLB_CC_MUST_UNDERSTAND))
         CHECK(why != NULL);
