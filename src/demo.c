@@ -66,11 +66,14 @@ static bool serve(struct demo_conn *c)
                             c->backend + 1, n, (int)req.method.len, req.method.ptr,
                             (int)(req.target.len > 200 ? 200 : req.target.len), req.target.ptr);
         bool close_after = (req.flags & RLB_MSG_CONN_CLOSE) || req.minor_version == 0;
+        /* What a shop's assets say, so that --demo --cache shows hits. */
+        bool asset = req.target.len >= 8 && memcmp(req.target.ptr, "/static/", 8) == 0;
         char out[1024];
         int olen = snprintf(out, sizeof(out),
                             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
-                            "Server: demo-backend-%d\r\nX-Backend: demo-backend-%d\r\n%s\r\n%s",
+                            "Server: demo-backend-%d\r\nX-Backend: demo-backend-%d\r\n%s%s\r\n%s",
                             blen, c->backend + 1, c->backend + 1, close_after ? "Connection: close\r\n" : "",
+                            asset ? "Cache-Control: public, max-age=60\r\n" : "",
                             req.method_id == RLB_METHOD_HEAD ? "" : body);
         if (send(c->fd, out, (size_t)olen, MSG_NOSIGNAL) != olen || close_after)
             return false;

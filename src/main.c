@@ -56,10 +56,17 @@ static void print_demo_banner(const struct rlb_config *cfg, uint32_t workers)
             "\n"
             "  Run it a few times: the body names the backend that answered, alternating\n"
             "  demo-backend-1 and demo-backend-2 (round-robin; each worker keeps its own\n"
-            "  rotation). The backends' Server header is hidden behind ringlb.\n"
-            "  Stop with Ctrl-C.\n\n",
+            "  rotation). The backends' Server header is hidden behind ringlb.\n",
             workers, workers == 1 ? "" : "s", cfg->pools[0].backends[0].addr.text,
             cfg->pools[0].backends[1].addr.text, addr);
+    if (cfg->cache.enabled)
+        fprintf(stderr,
+                "\n    curl -i http://%s/static/logo.png\n"
+                "\n"
+                "  Twice: the backends mark /static/ cacheable for 60 s, so the second answer is\n"
+                "  X-Cache: HIT, served from this worker's cache (same request number in the body).\n",
+                addr);
+    fprintf(stderr, "  Stop with Ctrl-C.\n\n");
 }
 
 /* A byte-count option ("64k", "0"): parsed into <out>, or a message and false. */

@@ -25,6 +25,20 @@ class DemoTest(H.ProxyTestCase):
         self.assertIn("curl -i http://127.0.0.1:%d/" % port, p.log())
         self.assertEqual(p.stop(), 0)
 
+    def test_demo_with_cache_serves_assets_from_it(self):
+        port = H.free_port()
+        p = self.proxy(args=["--demo", "--cache", "16m", "--listen", "127.0.0.1:%d" % port, "--workers", "1"])
+        with H.Client(port) as c:
+            r1 = c.request("GET", "/static/logo.png")
+            r2 = c.request("GET", "/static/logo.png")
+            r3 = c.request("GET", "/page")
+            r4 = c.request("GET", "/page")
+        self.assertEqual((r1.header("x-cache"), r2.header("x-cache")), ("MISS", "HIT"))
+        self.assertEqual(r2.body, r1.body, "the hit is the stored answer (same request number)")
+        self.assertEqual((r3.header("x-cache"), r4.header("x-cache")), ("MISS", "MISS"), "pages are not cacheable")
+        self.assertIn("curl -i http://127.0.0.1:%d/static/logo.png" % port, p.log())
+        self.assertEqual(p.stop(), 0)
+
 
 if __name__ == "__main__":
     H.main()
