@@ -79,6 +79,9 @@ struct rlb_txn *rlb__proxy_txn_get(struct rlb_worker *w)
 
 void rlb__proxy_release_replay(struct rlb_worker *w, struct rlb_txn *t)
 {
+    /* Once the head is let go the request cannot be sent again: an interim (1xx) answer lets it go too,
+     * and a later failure of that connection must not replay a head that is no longer there. */
+    t->flags &= (uint16_t)~RLB_TF_REPLAYABLE;
     if (t->replay_bid != RLB_BUF_NONE) {
         rlb_buf_unref(&w->bufs, t->replay_bid);
         t->replay_bid = RLB_BUF_NONE;
@@ -414,8 +417,8 @@ void rlb_proxy_sent(struct rlb_worker *w, struct rlb_conn *c, int res)
         }
         if (p)
             rlb__proxy_upstream_process(w, p); /* room for more response bytes */
-        else if (c->state == RLB_CS_HEAD && c->inq_bytes)
-            rlb__proxy_client_process(w, c); /* pipelined requests held back by a full send queue */
+        else if (c->state == RLB_CS_HEAD && (c->inq_bytes || (c->flags & RLB_CF_EOF)))
+            rlb__proxy_client_process(w, c); /* held back by a full send queue: pipelined requests, or the close */
     } else {
         if (!c->outq)
             upstream_sent_all(w, c);

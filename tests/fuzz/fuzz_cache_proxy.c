@@ -50,7 +50,7 @@
  *                  input; A: a settle); 7 settle.
  *   Response spec:
  *     s0: bits 0-3 status (200 203 204 206 301 304 404 500 503 200 302 410 502 504 100, 15: two
- *         bytes give 100..999; 1xx but 101 become 2xx unless FUZZ_CACHE_PROXY_STRICT, see strict); bits 4-5 framing (Content-Length, chunked, close-delimited,
+ *         bytes give 100..999); bits 4-5 framing (Content-Length, chunked, close-delimited,
  *         truncated: a Content-Length larger than the body); bit 6 Connection: close; bit 7 the
  *         origin closes its connection after the response
  *     s1: body length (< 100: itself; else from a table up to 70000); the bytes are generated
@@ -65,8 +65,7 @@
  * every socket is closed and the cache emptied at the end of each, an input replays alone the same way
  * (-runs=0 on a crash file reproduces it).
  *
- * FUZZ_CACHE_PROXY_VERBOSE=1 prints what each step does and every answer's status line and X-Cache;
- * FUZZ_CACHE_PROXY_STRICT=1 removes the allowances for known bugs (see strict below). */
+ * FUZZ_CACHE_PROXY_VERBOSE=1 prints what each step does and every answer's status line and X-Cache. */
 #include <ringlb/cache.h>
 #include <ringlb/config.h>
 #include <ringlb/conn.h>
@@ -109,17 +108,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 #define PURGE_TOKEN "0123456789abcdef0123"
 
 static bool verbose;
-/* Allowances for two bugs of src/ this harness found, so that fuzzing (and tests/run.sh) can look past
- * them until they are fixed; FUZZ_CACHE_PROXY_STRICT=1 turns both off:
- *  - a 1xx interim response followed by the origin's close on a reused connection makes the worker replay
- *    the request from a buffer it already released (rlb__proxy_release_replay runs for interim responses
- *    too): a heap-buffer-overflow in rlb_buf_ref(RLB_BUF_NONE). Allowance: 1xx statuses become 2xx;
- *  - a background revalidation (stale-while-revalidate) whose response ends while its send queue is
- *    nearly full is not closed: rlb__proxy_client_process stops at the full queue before its EOF check,
- *    and rlb_proxy_sent resumes a client in HEAD only when input is buffered. The socketless client then
- *    holds its slot until client_keepalive expires. Allowance: such clients are expired by hand (what
- *    the keep-alive timer would do) once the input is over. */
-static bool strict;
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void say(const char *fmt, ...)
@@ -323,7 +311,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     rlb_log_level = RLB_LOG_ERROR;
     signal(SIGPIPE, SIG_IGN); /* as the server does (src/server.c): a splice into a closed socket raises it */
     verbose = getenv("FUZZ_CACHE_PROXY_VERBOSE") != NULL;
-    strict = getenv("FUZZ_CACHE_PROXY_STRICT") != NULL;
     if (verbose)
         rlb_log_level = RLB_LOG_DEBUG;
     unsigned origin_port = free_port(&origin_listen_fd);
@@ -1191,8 +1178,6 @@ static void respond(struct rd *in, struct origin *o)
     } else {
         status = statuses[s0 & 15];
     }
-    if (status >= 100 && status < 200 && status != 101 && !strict)
-        status += 100; /* see strict */
     unsigned framing = (s0 >> 4) & 3;
     bool conn_close = s0 & 0x40, close_after = s0 & 0x80;
     size_t body_len = s1 < 100 ? s1 : body_lengths[(s1 - 100) % 14];
@@ -1349,18 +1334,6 @@ static void finish_input(void)
             else if (now_ms() > deadline && (dump_conns(), true))
                 fail("%u connection(s) (%u client(s)) still live %d ms after every socket was closed", w->live_conns,
                      w->live_clients, FREE_DEADLINE_MS);
-        }
-        if (turn == FAST_TURNS && !strict) {
-            /* The second allowance (see strict): idle background revalidations, expired now. */
-            for (uint32_t i = 0; i < w->slot_hwm; i++) {
-                struct rlb_conn *c = &w->conns[i];
-                if (c->kind == RLB_CONN_CLIENT && (c->flags & RLB_CF_CACHE_REVALIDATE) && c->state == RLB_CS_HEAD &&
-                    !c->txn && !c->inq_bytes && !c->outq && c->timer.list == RLB_TIMER_CLIENT_KEEPALIVE) {
-                    say("  an idle background revalidation expired by hand\n");
-                    rlb_proxy_timeout(w, c, RLB_TIMER_CLIENT_KEEPALIVE);
-                    rlb_conn_try_free(w, c);
-                }
-            }
         }
         rlb_worker_turn(w, turn >= FAST_TURNS ? 5 : 0);
         /* Retries of what was cut short: accepted and closed at once. */
