@@ -707,12 +707,7 @@ static void origin_close(struct origin *o, bool reset)
 {
     if (o->fd < 0)
         return;
-    if (reset) {
-        struct linger lg = {1, 0};
-        setsockopt(o->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-    }
-    close(o->fd);
-    o->fd = -1;
+    fuzz_close(&o->fd, reset);
     o->pending = false;
     o->len = 0;
     o->skip = 0;
@@ -854,41 +849,17 @@ static void settle(int max_turns)
 
 static int client_connect(void)
 {
-    static unsigned next;
-    for (int attempt = 0; attempt < 32; attempt++) {
-        unsigned n = next++ % 4000;
-        /* Source addresses rotate through 127.2.x.y: a new connection never meets an old one's TIME_WAIT. */
-        struct sockaddr_in src = {.sin_family = AF_INET,
-                                  .sin_addr.s_addr = htonl(0x7f020000u | (n / 250) << 8 | (1 + n % 250))};
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-            fail("socket: %s", strerror(errno));
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
-        if (bind(fd, (const struct sockaddr *)&src, sizeof(src)) == 0 &&
-            connect(fd, (const struct sockaddr *)&cur->addr, sizeof(cur->addr)) == 0) {
-            fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-            return fd;
-        }
-        if (errno != EADDRNOTAVAIL && errno != EADDRINUSE)
-            fail("connect: %s", strerror(errno));
-        close(fd);
-    }
-    fail("no loopback address/port left to connect from");
+    /* 127.2.x.y: apart from fuzz_tls's sources should both ever run at once. */
+    int fd = fuzz_loopback_connect(&cur->addr, 2);
+    if (fd < 0)
+        fail("connect: %s", strerror(errno));
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    return fd;
 }
 
 static void client_close(int k, bool reset)
 {
-    struct client *cl = &clients[k];
-    if (cl->fd < 0)
-        return;
-    if (reset) {
-        struct linger lg = {1, 0};
-        setsockopt(cl->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-    }
-    close(cl->fd);
-    cl->fd = -1;
+    fuzz_close(&clients[k].fd, reset);
 }
 
 static void client_open(int k)

@@ -402,29 +402,12 @@ static SSL *client_handshake(int fd, uint8_t opt)
  * TIME_WAIT, whatever net.ipv4.tcp_tw_reuse says. */
 static int client_connect(void)
 {
-    static unsigned next;
-    for (int attempt = 0; attempt < 32; attempt++) {
-        unsigned n = next++ % 4000;
-        struct sockaddr_in src = {.sin_family = AF_INET,
-                                  .sin_addr.s_addr = htonl(0x7f010000u | (n / 250) << 8 | (1 + n % 250))};
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        CHECK(fd >= 0);
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one)); /* the port comes with connect */
-        /* Loopback: the kernel completes the connection from the listener's
-         * backlog, without the worker. */
-        if (bind(fd, (const struct sockaddr *)&src, sizeof(src)) == 0 &&
-            connect(fd, (const struct sockaddr *)&listen_addr, sizeof(listen_addr)) == 0)
-            return fd;
-        if (errno != EADDRNOTAVAIL && errno != EADDRINUSE) {
-            perror("fuzz_tls: connect");
-            __builtin_trap();
-        }
-        close(fd);
+    int fd = fuzz_loopback_connect(&listen_addr, 1);
+    if (fd < 0) {
+        perror("fuzz_tls: connect");
+        __builtin_trap();
     }
-    fprintf(stderr, "fuzz_tls: no loopback address/port left to connect from\n");
-    __builtin_trap();
+    return fd;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
